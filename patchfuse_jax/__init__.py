@@ -1,0 +1,21 @@
+"""patchfuse_jax: IR + visible image fusion with dual PatchGAN discriminators (JAX/Flax).
+
+Library entry points::
+
+    from patchfuse_jax import fuse, load_checkpoint
+    params = load_checkpoint("runs/demo")
+    fused = fuse(params, ir, vis)      # float32 in [0, 1]
+"""
+__version__ = "0.1.0"
+
+_LAZY = {"fuse": "inference", "load_checkpoint": "inference", "FuseParams": "inference"}
+
+
+def __getattr__(name):  # lazy: `import patchfuse_jax` does not import jax
+    if name in _LAZY:
+        import importlib
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["fuse", "load_checkpoint", "FuseParams"]

@@ -1,0 +1,139 @@
+"""Image reading and colour conversion: the one place files become arrays.
+
+All readers raise :class:`ImageError` naming the file and the problem, never an
+exception from deep inside imageio/PIL.
+
+Conventions
+-----------
+* ``read_image(path)`` returns the stored pixels unchanged: ``(H, W)`` or ``(H, W, C)``,
+  dtype ``uint8``/``uint16`` (or float for float TIFFs).
+* ``to_gray(img)`` gives one channel: RGB(A) -> BT.601 luma ``Y = 0.299 R + 0.587 G + 0.114 B``
+  (the Y of YCbCr), except that a 3-channel image whose channels are identical (gray stored
+  as RGB) is taken as its first channel, bit-exact.
+* ``to_unit_float(img)`` maps ``uint8 / 255``, ``uint16 / 65535``; floats must already lie in [0, 1].
+* ``load_gray(path)`` = read + gray + unit float: ``float32 (H, W)`` in [0, 1].
+"""
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import numpy as np
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+# ITU-R BT.601 luma weights (the Y of YCbCr).
+BT601 = np.array([0.299, 0.587, 0.114], dtype=np.float64)
+
+
+class ImageError(ValueError):
+    """A file could not be read as an image, or has an unsupported layout."""
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Reads one image file; returns ``(H, W)`` or ``(H, W, C)`` in its stored dtype."""
+    import imageio.v3 as iio  # local: keeps `import patchfuse_jax` light
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ImageError(f"{path}: no such file")
+    try:
+        img = np.asarray(iio.imread(path))
+    except Exception as e:  # imageio/PIL raise many types for corrupt files
+        raise ImageError(f"{path}: cannot be read as an image ({type(e).__name__}: {e})") from None
+    if img.ndim == 3 and img.shape[0] in (1, 3, 4) and img.shape[-1] not in (1, 3, 4):
+        raise ImageError(f"{path}: channel-first or multi-page image of shape {img.shape} is not supported")
+    if img.ndim not in (2, 3) or img.size == 0:
+        raise ImageError(f"{path}: unsupported image shape {img.shape}")
+    if img.ndim == 3 and img.shape[-1] not in (1, 2, 3, 4):
+        raise ImageError(f"{path}: unsupported number of channels {img.shape[-1]}")
+    return img
+
+
+def luma_bt601(rgb: np.ndarray) -> np.ndarray:
+    """BT.601 luma of ``(..., 3)`` RGB, computed in float64; same scale as the input."""
+    return np.asarray(rgb, dtype=np.float64) @ BT601
+
+
+def to_gray(img: np.ndarray, *, name: str = "image") -> np.ndarray:
+    """``(H, W)``/``(H, W, C)`` -> ``(H, W)``. Keeps the integer dtype (luma is rounded)."""
+    img = np.asarray(img)
+    if img.ndim == 2:
+        return img
+    if img.ndim != 3:
+        raise ImageError(f"{name}: expected (H, W) or (H, W, C), got shape {img.shape}")
+    c = img.shape[-1]
+    if c in (2, 4):  # gray+alpha, RGB+alpha: drop alpha
+        img, c = img[..., : c - 1], c - 1
+    if c == 1:
+        return img[..., 0]
+    if c != 3:
+        raise ImageError(f"{name}: unsupported number of channels {img.shape[-1]}")
+    if np.array_equal(img[..., 0], img[..., 1]) and np.array_equal(img[..., 0], img[..., 2]):
+        return img[..., 0]
+    y = luma_bt601(img)
+    if np.issubdtype(img.dtype, np.integer):
+        return np.clip(np.round(y), 0, np.iinfo(img.dtype).max).astype(img.dtype)
+    return y.astype(img.dtype)
+
+
+def to_unit_float(img: np.ndarray, *, name: str = "image") -> np.ndarray:
+    """uint8/uint16 -> float32 in [0, 1]; float input is checked to lie in [0, 1]."""
+    img = np.asarray(img)
+    if img.dtype == np.uint8:
+        return img.astype(np.float32) / 255.0
+    if img.dtype == np.uint16:
+        return img.astype(np.float32) / 65535.0
+    if img.dtype == np.bool_:
+        return img.astype(np.float32)
+    if np.issubdtype(img.dtype, np.floating):
+        if not np.all(np.isfinite(img)):
+            raise ImageError(f"{name}: contains NaN or Inf")
+        lo, hi = float(img.min(initial=0.0)), float(img.max(initial=0.0))
+        if lo < 0.0 or hi > 1.0:
+            raise ImageError(f"{name}: float values must lie in [0, 1], got [{lo:.4g}, {hi:.4g}]")
+        return img.astype(np.float32)
+    raise ImageError(f"{name}: unsupported dtype {img.dtype} (use uint8, uint16 or float in [0, 1])")
+
+
+def load_gray(path: str | os.PathLike) -> np.ndarray:
+    """Reads ``path`` as one gray channel, ``float32 (H, W)`` in [0, 1]."""
+    name = os.fspath(path)
+    return to_unit_float(to_gray(read_image(path), name=name), name=name)
+
+
+def list_images(folder: str | os.PathLike) -> dict[str, str]:
+    """``{stem: path}`` of the image files directly in ``folder``; errors on duplicate stems."""
+    folder = os.fspath(folder)
+    if not os.path.isdir(folder):
+        raise ImageError(f"{folder}: no such folder")
+    out: dict[str, str] = {}
+    for fname in sorted(os.listdir(folder)):
+        stem, ext = os.path.splitext(fname)
+        if ext.lower() not in IMAGE_EXTENSIONS:
+            continue
+        if stem in out:
+            raise ImageError(f"{folder}: two images share the stem {stem!r}: "
+                             f"{os.path.basename(out[stem])} and {fname}")
+        out[stem] = os.path.join(folder, fname)
+    return out
+
+
+def save_image(path: str | os.PathLike, img: np.ndarray) -> None:
+    """Writes a float [0, 1] or uint8 image as 8-bit (PNG/JPEG by extension)."""
+    import imageio.v3 as iio
+
+    img = np.asarray(img)
+    if img.dtype != np.uint8:
+        img = np.clip(np.round(np.asarray(img, np.float64) * 255.0), 0, 255).astype(np.uint8)
+    d = os.path.dirname(os.fspath(path))
+    if d:
+        os.makedirs(d, exist_ok=True)
+    iio.imwrite(path, img)
+
+
+def format_list(items: Sequence[str], limit: int = 10) -> str:
+    """``a, b, c (+N more)`` for error messages."""
+    items = list(items)
+    head = ", ".join(items[:limit])
+    return head + (f" (+{len(items) - limit} more)" if len(items) > limit else "")
