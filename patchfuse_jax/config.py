@@ -1,0 +1,133 @@
+"""Run configuration: one frozen dataclass, validated once; the flags of ``train.py`` mirror it.
+
+Defaults are the paper's main setting (Section 4): weighted loss in D_ir and G (``dg``), average
+pooling, lambda = 0.5, gamma = 0.1, Adam with learning rate 1e-4, 256x512 crops (the paper's
+512x256 images), 65x65 PatchGAN patches.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+from patchfuse_jax.models import DISCRIMINATOR_PRESETS, parse_discriminator_layers, receptive_field
+
+WEIGHT_MODES = ("none", "d", "g", "dg")
+NORMS = ("batch", "instance")
+PARALLEL = ("none", "pmap")
+
+# Changing any of these makes a checkpoint unusable (different parameter shapes/semantics).
+ARCHITECTURE_KEYS = ("num_downs", "ngf", "ndf", "d_arch", "norm")
+
+
+class ConfigError(ValueError):
+    """A flag has a value that cannot be used; the message names the flag."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    # Model.
+    num_downs: int = 8            # U-Net depth: 2**num_downs must divide the padded input
+    ngf: int = 64                 # generator width (features of the first conv)
+    ndf: int = 64                 # discriminator width
+    d_arch: str = "paper65"       # preset name or '4s2,4s2,...' (kernel s stride per conv)
+    norm: str = "batch"           # batch (paper) | instance
+    # Loss (Eq. 2-8).
+    weight_mode: str = "dg"       # where W is used: none | d (D_ir, Eq. 2) | g (G, Eq. 7) | dg (both)
+    weight_pooling: str = "avg"   # avg | max | none (all ones)
+    weight_scale: str = "raw"     # raw pooled [0,1] intensities | mean1 (each map divided by its mean)
+    gamma: float = 0.1            # weight of L_adv_ir (Eq. 6)
+    lam: float = 0.5              # lambda, weight of L_adv_vis (Eq. 6)
+    # Optimiser (the same Adam for all three networks).
+    learning_rate: float = 1e-4
+    adam_b1: float = 0.5          # pix2pix's beta1; the paper does not state it
+    adam_b2: float = 0.999
+    # Data.
+    data_dir: str = "synthetic"   # a pair folder DIR/{ir,vis} or 'synthetic'
+    train_split: str = ""         # file of stems to train on ('' = every pair in data_dir)
+    crop_size: tuple[int, int] = (256, 512)   # H, W of random training crops
+    batch_size: int = 1           # global batch size
+    synthetic_size: tuple[int, int] = (128, 128)
+    synthetic_pairs: int = 64
+    # Loop.
+    num_steps: int = 10000
+    seed: int = 0
+    log_every: int = 50
+    checkpoint_every: int = 1000
+    sample_every: int = 500
+    keep_checkpoints: int = 3
+    # Parallelism (see docs/parallel.md).
+    parallel: str = "none"        # none | pmap
+
+    def __post_init__(self):
+        def need(cond, flag, msg):
+            if not cond:
+                raise ConfigError(f"--{flag}={getattr(self, flag)!r}: {msg}")
+
+        for name, choices in (("weight_mode", WEIGHT_MODES), ("norm", NORMS), ("parallel", PARALLEL),
+                              ("weight_pooling", ("avg", "max", "none")),
+                              ("weight_scale", ("raw", "mean1"))):
+            need(getattr(self, name) in choices, name, f"expected one of {', '.join(choices)}")
+        try:
+            parse_discriminator_layers(self.d_arch)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        for name in ("num_downs", "ngf", "ndf", "batch_size", "num_steps", "log_every",
+                     "checkpoint_every", "sample_every", "keep_checkpoints", "synthetic_pairs"):
+            need(getattr(self, name) >= 1, name, "must be a positive integer")
+        need(self.num_downs <= 10, "num_downs", "at most 10")
+        for name in ("crop_size", "synthetic_size"):
+            v = getattr(self, name)
+            need(len(v) == 2 and all(int(x) >= 1 for x in v), name, "expected HxW with positive sizes")
+        need(self.learning_rate > 0, "learning_rate", "must be > 0")
+        need(self.gamma >= 0 and self.lam >= 0, "gamma", "gamma and lam must be >= 0")
+        need(min(self.crop_size) >= 11, "crop_size", "must be at least 11x11 (SSIM window)")
+        geom = receptive_field(self.d_layers)
+        need(min(self.crop_size) >= geom.stride * 2, "crop_size",
+             f"too small for the discriminator (output stride {geom.stride})")
+
+    @property
+    def d_layers(self) -> tuple[tuple[int, int], ...]:
+        return parse_discriminator_layers(self.d_arch)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["crop_size"] = list(self.crop_size)
+        d["synthetic_size"] = list(self.synthetic_size)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Config":
+        known = {f.name for f in dataclasses.fields(cls)}
+        kw = {k: v for k, v in d.items() if k in known}
+        for k in ("crop_size", "synthetic_size"):
+            if k in kw:
+                kw[k] = tuple(int(x) for x in kw[k])
+        return cls(**kw)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+def parse_hw(text: str, flag: str) -> tuple[int, int]:
+    """``'256x512'`` / ``'256,512'`` / ``'128'`` -> ``(H, W)``."""
+    parts = text.lower().replace(",", "x").split("x")
+    try:
+        hw = tuple(int(p) for p in parts)
+    except ValueError:
+        raise ConfigError(f"--{flag}={text!r}: expected HxW, e.g. 256x512") from None
+    if len(hw) == 1:
+        hw = hw * 2
+    if len(hw) != 2 or min(hw) < 1:
+        raise ConfigError(f"--{flag}={text!r}: expected HxW with positive sizes, e.g. 256x512")
+    return hw
+
+
+def architecture_mismatch(saved: dict[str, Any], cfg: Config) -> list[str]:
+    """Human-readable list of architecture keys that differ between a checkpoint and ``cfg``."""
+    now = cfg.to_dict()
+    return [f"{k}: checkpoint {saved.get(k)!r} vs now {now[k]!r}"
+            for k in ARCHITECTURE_KEYS if saved.get(k) != now[k]]
+
+
+__all__ = ["Config", "ConfigError", "DISCRIMINATOR_PRESETS", "parse_hw", "architecture_mismatch"]

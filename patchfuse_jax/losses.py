@@ -1,0 +1,48 @@
+"""Loss functions of the paper (Eq. 1-8). All are means over batch and patch cells.
+
+Shapes: discriminator outputs ``d (B, h, w)``; weight maps ``w (B, h, w)`` (or None = ones);
+images ``(B, H, W, 1)`` float in [0, 1].
+"""
+from __future__ import annotations
+
+import dm_pix
+import jax
+import jax.numpy as jnp
+
+REAL, FAKE = 1.0, 0.0  # LSGAN labels a and b
+
+
+def _wmean(x: jax.Array, w: jax.Array | None) -> jax.Array:
+    return jnp.mean(x if w is None else w * x)
+
+
+def lsgan_d_loss(d_real: jax.Array, d_fake: jax.Array, w: jax.Array | None = None) -> jax.Array:
+    """Eq. 2/3: ``1/2 E[W (D(x) - a)^2] + 1/2 E[W (D(G(x)) - b)^2]``; ``w=None`` is Eq. 3."""
+    return 0.5 * _wmean((d_real - REAL) ** 2, w) + 0.5 * _wmean((d_fake - FAKE) ** 2, w)
+
+
+def lsgan_g_loss(d_fake: jax.Array, w: jax.Array | None = None) -> jax.Array:
+    """Eq. 7/8: ``1/2 E[W (D(f) - a)^2]``; ``w=None`` is Eq. 8."""
+    return 0.5 * _wmean((d_fake - REAL) ** 2, w)
+
+
+def ssim(x: jax.Array, y: jax.Array) -> jax.Array:
+    """Per-image SSIM ``(B,)`` of ``(B, H, W, C)`` images in [0, 1] (dm-pix: 11x11 Gaussian,
+    sigma 1.5, k1=0.01, k2=0.03, valid window positions)."""
+    return dm_pix.ssim(x, y, max_val=1.0)
+
+
+def content_loss(fused: jax.Array, ir: jax.Array, vis: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Eq. 5 terms against both sources, each source weighted equally:
+
+    ``L_ssim = 1 - (SSIM(f, ir) + SSIM(f, vis)) / 2`` and
+    ``L_mse = (MSE(f, ir) + MSE(f, vis)) / 2``. Returns ``(L_ssim, L_mse)``.
+    """
+    l_ssim = 1.0 - 0.5 * (jnp.mean(ssim(fused, ir)) + jnp.mean(ssim(fused, vis)))
+    l_mse = 0.5 * (jnp.mean((fused - ir) ** 2) + jnp.mean((fused - vis) ** 2))
+    return l_ssim, l_mse
+
+
+def generator_loss(l_ssim, l_mse, adv_ir, adv_vis, *, gamma: float, lam: float) -> jax.Array:
+    """Eq. 6: ``L_G = L_ssim + L_mse + gamma * L_adv_ir + lambda * L_adv_vis``."""
+    return l_ssim + l_mse + gamma * adv_ir + lam * adv_vis

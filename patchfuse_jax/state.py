@@ -1,0 +1,82 @@
+"""The explicit training state: one pytree holding all three networks, the step and the key."""
+from __future__ import annotations
+
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+from flax.training import train_state
+
+from patchfuse_jax.config import Config
+from patchfuse_jax.models import Discriminator, Generator
+
+
+CPU_FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+
+
+class NetState(train_state.TrainState):
+    """A Flax TrainState (params, optax state, apply_fn, tx) plus BatchNorm statistics."""
+    batch_stats: Any = None
+
+    def variables(self) -> dict[str, Any]:
+        return {"params": self.params, "batch_stats": self.batch_stats}
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Everything a run needs to continue: ``step`` (completed steps), ``rng`` (raw uint32 key
+    data of the run's base key; per-step keys are ``fold_in(key, step)``), and the
+    generator ``g`` and the two discriminators ``d_ir``, ``d_vis``."""
+    step: jax.Array
+    rng: jax.Array
+    g: NetState
+    d_ir: NetState
+    d_vis: NetState
+
+
+def make_models(cfg: Config, axis_name: str | None = None) -> tuple[Generator, Discriminator]:
+    """The generator and the (shared architecture) discriminator module for ``cfg``."""
+    gen = Generator(num_downs=cfg.num_downs, ngf=cfg.ngf, norm=cfg.norm, axis_name=axis_name)
+    disc = Discriminator(layers=cfg.d_layers, ndf=cfg.ndf, norm=cfg.norm, axis_name=axis_name)
+    return gen, disc
+
+
+def make_optimizer(cfg: Config) -> optax.GradientTransformation:
+    return optax.adam(cfg.learning_rate, b1=cfg.adam_b1, b2=cfg.adam_b2)
+
+
+def create_train_state(cfg: Config, axis_name: str | None = None) -> TrainState:
+    """Initialises all networks from ``cfg.seed`` (deterministic).
+
+    The three ``init`` calls run as one program compiled without XLA's backend optimisations on
+    CPU: threefry key derivation otherwise takes tens of seconds to compile there, and init
+    runs once.
+    """
+    gen, disc = make_models(cfg, axis_name)
+    tx = make_optimizer(cfg)
+    side = max(2 ** cfg.num_downs, 64)
+    x_g = jnp.zeros((1, side, side, 2), jnp.float32)
+    x_d = jnp.zeros((1, 64, 64, 1), jnp.float32)
+
+    def init(seed):
+        rng = jax.random.key(seed)
+        rng, k_g, k_i, k_v = jax.random.split(rng, 4)
+        return (jax.random.key_data(rng), gen.init(k_g, x_g, train=False),
+                disc.init(k_i, x_d, train=False), disc.init(k_v, x_d, train=False))
+
+    opts = CPU_FAST_COMPILE if jax.default_backend() == "cpu" else None
+    compiled = jax.jit(init).lower(jnp.int32(cfg.seed)).compile(compiler_options=opts)
+    rng, v_g, v_i, v_v = compiled(jnp.int32(cfg.seed))
+
+    def net(module, v):
+        return NetState.create(apply_fn=module.apply, params=v["params"],
+                               batch_stats=v.get("batch_stats", {}), tx=tx)
+
+    return TrainState(step=jnp.zeros((), jnp.int32), rng=rng, g=net(gen, v_g),
+                      d_ir=net(disc, v_i), d_vis=net(disc, v_v))
+
+
+def param_count(tree) -> int:
+    return int(sum(x.size for x in jax.tree_util.tree_leaves(tree)))

@@ -1,0 +1,166 @@
+"""The training loop: ``train_and_evaluate(cfg, workdir)``.
+
+Reads top to bottom: setup, data, state (fresh or resumed), compile, loop (log, samples,
+checkpoints), finish. Re-running with the same workdir resumes from its latest checkpoint; the
+data of step s depends only on (seed, s), so a resumed run equals an uninterrupted one.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import math
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm import tqdm
+
+from patchfuse_jax import data, io
+from patchfuse_jax.checkpoint import Checkpoints
+from patchfuse_jax.config import Config
+from patchfuse_jax.inference import generator_fn
+from patchfuse_jax.models import receptive_field
+from patchfuse_jax.state import TrainState, create_train_state, param_count
+from patchfuse_jax.step import train_step
+
+log = logging.getLogger("patchfuse_jax")
+
+
+class NonFiniteError(FloatingPointError):
+    """A loss became NaN/Inf; the message names the step."""
+
+
+def _write_samples(path: str, state: TrainState, cfg: Config, samples: dict[str, np.ndarray]) -> None:
+    """PNG grid, one row per sample: IR | visible | fused."""
+    g = generator_fn(cfg.num_downs, cfg.ngf, cfg.norm)
+    x = jnp.concatenate([samples["ir"], samples["vis"]], -1)
+    fused = np.asarray(g(state.g.variables(), x))
+    rows = [np.concatenate([a[..., 0], b[..., 0], f[..., 0]], axis=1)
+            for a, b, f in zip(samples["ir"], samples["vis"], fused)]
+    io.save_image(path, np.concatenate(rows, axis=0))
+
+
+def _check_finite(pending: list[tuple[int, dict[str, Any]]]) -> list[tuple[int, dict[str, float]]]:
+    """Fetches queued per-step metrics; raises NonFiniteError at the first non-finite loss."""
+    out = []
+    for step, m in jax.device_get(pending):
+        m = {k: float(v) for k, v in m.items()}
+        bad = [k for k, v in m.items() if not math.isfinite(v)]
+        if bad:
+            raise NonFiniteError(
+                f"step {step}: non-finite values in {', '.join(sorted(bad))} "
+                f"(loss_g={m['loss_g']}, loss_d_ir={m['loss_d_ir']}, loss_d_vis={m['loss_d_vis']}). "
+                "Training stopped; the last good checkpoint is kept. Try a lower --learning_rate.")
+        out.append((step, m))
+    return out
+
+
+def _truncate_metrics(path: str, last_step: int) -> None:
+    """Drops lines logged after ``last_step`` by an interrupted run (they will be redone)."""
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        lines = [ln for ln in f if ln.strip() and json.loads(ln)["step"] <= last_step]
+    with open(path, "w") as f:
+        f.writelines(lines)
+
+
+def train_and_evaluate(cfg: Config, workdir: str, *, show_progress: bool = True) -> TrainState:
+    """Trains to ``cfg.num_steps`` (resuming from ``workdir``); returns the final state."""
+    # --- Setup -----------------------------------------------------------------------------
+    os.makedirs(workdir, exist_ok=True)
+    ckpts = Checkpoints(workdir, keep=cfg.keep_checkpoints)
+    latest = ckpts.latest_step()
+    if latest is not None:
+        ckpts.check_compatible(latest, cfg)
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+        f.write(cfg.to_json())
+    geom = receptive_field(cfg.d_layers)
+    log.info("discriminator patch (receptive field) %dx%d, stride %d", geom.size, geom.size, geom.stride)
+
+    # --- Data --------------------------------------------------------------------------------
+    source = data.make_source(cfg.data_dir, cfg.train_split or None, seed=cfg.seed,
+                              synthetic_hw=cfg.synthetic_size, synthetic_pairs=cfg.synthetic_pairs)
+    data.sample_batch(source, seed=cfg.seed, step=0, batch_size=1, crop_hw=cfg.crop_size)  # fail early
+    samples = data.fixed_sample_batch(source, min(4, len(source)), cfg.crop_size)
+
+    # --- State ----------------------------------------------------------------------------------
+    state = create_train_state(cfg)
+    if latest is not None:
+        state = ckpts.restore(latest, state)
+        log.info("resumed from %s at step %d", ckpts.directory, latest)
+    start = int(state.step)
+    log.info("parameters: G %d, D_ir %d, D_vis %d", param_count(state.g.params),
+             param_count(state.d_ir.params), param_count(state.d_vis.params))
+    metrics_path = os.path.join(workdir, "metrics.jsonl")
+    _truncate_metrics(metrics_path, start)
+    if start >= cfg.num_steps:
+        log.info("already at step %d >= --num_steps=%d; nothing to do", start, cfg.num_steps)
+        return state
+
+    # --- Compile -------------------------------------------------------------------------------
+    step_fn = jax.jit(functools.partial(train_step, cfg=cfg), donate_argnums=0)
+
+    # --- Loop ----------------------------------------------------------------------------------
+    batches = data.Batches(source, seed=cfg.seed, start_step=start, batch_size=cfg.batch_size,
+                           crop_hw=cfg.crop_size, num_steps=cfg.num_steps - start)
+    bar = tqdm(total=cfg.num_steps, initial=start, disable=not show_progress, unit="step",
+               dynamic_ncols=True)
+    pending: list[tuple[int, dict[str, Any]]] = []
+    step = start
+    t_log = time.perf_counter()
+
+    def flush_logs():
+        nonlocal t_log
+        if not pending:
+            return
+        done = _check_finite(pending)
+        pending.clear()
+        n = len(done)
+        mean = {k: float(np.mean([m[k] for _, m in done])) for k in done[-1][1]}
+        rate = n / max(time.perf_counter() - t_log, 1e-9)
+        t_log = time.perf_counter()
+        with open(metrics_path, "a") as f:
+            f.write(json.dumps({"step": step, "steps_per_sec": rate, **mean}) + "\n")
+        bar.set_postfix(g=f"{mean['loss_g']:.3f}", d_ir=f"{mean['loss_d_ir']:.3f}",
+                        d_vis=f"{mean['loss_d_vis']:.3f}", refresh=False)
+
+    def save():
+        flush_logs()  # never checkpoint a state whose losses were not checked
+        if ckpts.latest_step() != step:
+            ckpts.save(state, cfg)
+
+    try:
+        for s, batch in batches:
+            state, metrics = step_fn(state, batch)
+            step = s + 1
+            pending.append((step, metrics))
+            bar.update(1)
+            if step % cfg.log_every == 0:
+                flush_logs()
+            if step % cfg.sample_every == 0:
+                _write_samples(os.path.join(workdir, "samples", f"step_{step:07d}.png"), state, cfg, samples)
+            if step % cfg.checkpoint_every == 0:
+                save()
+    except KeyboardInterrupt:
+        bar.close()
+        if any(x.is_deleted() for x in jax.tree_util.tree_leaves(state)):
+            log.warning("interrupted inside a step: nothing saved; the latest checkpoint is kept")
+        else:
+            save()
+            ckpts.wait()
+            log.warning("interrupted: saved checkpoint at step %d in %s", step, ckpts.directory)
+        raise
+    finally:
+        batches.close()
+
+    # --- Finish --------------------------------------------------------------------------------
+    save()
+    _write_samples(os.path.join(workdir, "samples", f"step_{step:07d}.png"), state, cfg, samples)
+    ckpts.wait()
+    bar.close()
+    return state
