@@ -71,8 +71,9 @@ def create_train_state(cfg: Config, axis_name: str | None = None) -> TrainState:
     rng, v_g, v_i, v_v = compiled(jnp.int32(cfg.seed))
 
     def net(module, v):
-        return NetState.create(apply_fn=module.apply, params=v["params"],
-                               batch_stats=v.get("batch_stats", {}), tx=tx)
+        net = NetState.create(apply_fn=module.apply, params=v["params"],
+                              batch_stats=v.get("batch_stats", {}), tx=tx)
+        return net.replace(step=jnp.zeros((), jnp.int32))  # not weakly typed: one compile
 
     return TrainState(step=jnp.zeros((), jnp.int32), rng=rng, g=net(gen, v_g),
                       d_ir=net(disc, v_i), d_vis=net(disc, v_v))

@@ -68,7 +68,7 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, cfg: Config,
             net.params, net, real, w)
         grads = _mean(grads, axis_name)
         return (net.apply_gradients(grads=grads, batch_stats=stats), loss,
-                optax.global_norm(grads), d_real, d_fake, wmap)
+                optax.tree.norm(grads), d_real, d_fake, wmap)
 
     d_ir, loss_d_ir, gn_d_ir, d_ir_real, d_ir_fake, _ = d_update(state.d_ir, ir, weight_d)
     d_vis, loss_d_vis, gn_d_vis, d_vis_real, d_vis_fake, _ = d_update(state.d_vis, vis, False)
@@ -93,7 +93,7 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, cfg: Config,
     metrics = dict(loss_g=loss_g, loss_d_ir=loss_d_ir, loss_d_vis=loss_d_vis, **g_terms,
                    d_ir_real=jnp.mean(d_ir_real), d_ir_fake=jnp.mean(d_ir_fake),
                    d_vis_real=jnp.mean(d_vis_real), d_vis_fake=jnp.mean(d_vis_fake),
-                   grad_norm_g=optax.global_norm(g_grads), grad_norm_d_ir=gn_d_ir,
+                   grad_norm_g=optax.tree.norm(g_grads), grad_norm_d_ir=gn_d_ir,
                    grad_norm_d_vis=gn_d_vis)
     metrics = _mean(metrics, axis_name)
     new_state = TrainState(step=state.step + 1, rng=state.rng, g=g, d_ir=d_ir, d_vis=d_vis)

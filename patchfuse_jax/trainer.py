@@ -152,11 +152,11 @@ def train_and_evaluate(cfg: Config, workdir: str, *, show_progress: bool = True)
             log.warning("interrupted inside a step: nothing saved; the latest checkpoint is kept")
         else:
             save()
-            ckpts.wait()
             log.warning("interrupted: saved checkpoint at step %d in %s", step, ckpts.directory)
         raise
     finally:
         batches.close()
+        ckpts.wait()  # a checkpoint being written finishes, whatever stopped the loop
 
     # --- Finish --------------------------------------------------------------------------------
     save()

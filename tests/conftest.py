@@ -21,3 +21,23 @@ def shared_data(*parts: str) -> pathlib.Path:
 @pytest.fixture
 def shared():
     return shared_data
+
+
+def _enable_compilation_cache():
+    """Tests build the same tiny programs many times; a disk cache compiles each once."""
+    import tempfile
+
+    import jax
+
+    cache = os.environ.get("PATCHFUSE_TEST_JAX_CACHE") or os.path.join(tempfile.gettempdir(),
+                                                                       "patchfuse_jax_test_cache")
+    jax.config.update("jax_compilation_cache_dir", cache)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
+_enable_compilation_cache()
+
+# A tiny architecture shared by the training tests (one compile per shape, cached).
+TINY = dict(num_downs=2, ngf=4, ndf=4, d_arch="4s2,4s2,4s1", crop_size=(32, 32), batch_size=2,
+            synthetic_size=(40, 48), synthetic_pairs=6, learning_rate=1e-3, log_every=1,
+            sample_every=1000, checkpoint_every=1000)

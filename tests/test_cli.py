@@ -1,0 +1,57 @@
+"""train.py: flags, flagfiles and clear one-line errors (no JAX traceback)."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+
+def _train(*args, timeout=120):
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    return subprocess.run([sys.executable, str(REPO / "train.py"), *args], capture_output=True,
+                          text=True, timeout=timeout, env=env, cwd=REPO)
+
+
+@pytest.mark.parametrize("flag,needle", [
+    ("--weight_mode=both", "--weight_mode='both'"),
+    ("--weight_pooling=median", "--weight_pooling='median'"),
+    ("--crop_size=12xfoo", "--crop_size='12xfoo'"),
+    ("--d_arch=7x7", "--d_arch='7x7'"),
+    ("--norm=layer", "--norm='layer'"),
+])
+def test_bad_flag_values_name_the_flag(tmp_path, flag, needle):
+    r = _train(f"--workdir={tmp_path}", flag)
+    assert r.returncode == 1
+    assert needle in r.stderr and "Traceback" not in r.stderr
+
+
+def test_missing_data_folder_is_named(tmp_path):
+    r = _train(f"--workdir={tmp_path}", f"--data_dir={tmp_path / 'nowhere'}")
+    assert r.returncode == 1
+    assert "nowhere" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_crop_larger_than_padded_image(tmp_path):
+    r = _train(f"--workdir={tmp_path}", "--data_dir=synthetic", "--synthetic_size=32x32",
+               "--crop_size=128x128")
+    assert r.returncode == 1
+    assert "crop" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_unknown_flag_is_refused(tmp_path):
+    r = _train(f"--workdir={tmp_path}", "--no_such_flag=1")
+    assert r.returncode != 0 and "no_such_flag" in r.stderr
+
+
+def test_every_shipped_flagfile_parses():
+    """Each configs/*.flags builds a valid Config (no training)."""
+    code = ("import sys; from absl import flags; sys.argv=['train.py', '--workdir=x', '--flagfile=' + sys.argv[1]]; "
+            "import train; flags.FLAGS(sys.argv); print(train.config_from_flags())")
+    files = sorted((REPO / "configs").rglob("*.flags"))
+    assert files
+    for f in files:
+        r = subprocess.run([sys.executable, "-c", code, str(f)], capture_output=True, text=True,
+                           cwd=REPO, timeout=60)
+        assert r.returncode == 0, (f.name, r.stderr[-2000:])

@@ -1,0 +1,63 @@
+"""fuse(params, ir, vis) and load_checkpoint(workdir)."""
+import numpy as np
+import pytest
+
+from patchfuse_jax import fuse, load_checkpoint, trainer
+from patchfuse_jax.checkpoint import CheckpointError
+from patchfuse_jax.config import Config
+from patchfuse_jax.inference import generator_fn
+from tests.conftest import TINY
+
+
+@pytest.fixture(scope="module")
+def params(tmp_path_factory):
+    wd = str(tmp_path_factory.mktemp("run"))
+    trainer.train_and_evaluate(Config(**{**TINY, "num_steps": 2}), wd, show_progress=False)
+    return load_checkpoint(wd)
+
+
+def test_load_checkpoint_reads_architecture(params):
+    assert (params.num_downs, params.ngf, params.norm, params.step) == (2, 4, "batch", 2)
+
+
+def test_single_pair_dtypes_and_layouts_agree(params):
+    rng = np.random.default_rng(0)
+    ir8 = rng.integers(0, 256, (37, 53), dtype=np.uint8)
+    vis8 = rng.integers(0, 256, (37, 53), dtype=np.uint8)
+    out = fuse(params, ir8, vis8)
+    assert out.shape == (37, 53) and out.dtype == np.float32
+    assert 0.0 <= out.min() and out.max() <= 1.0
+    np.testing.assert_allclose(fuse(params, ir8 / 255.0, vis8 / 255.0), out, atol=1e-6)
+    np.testing.assert_allclose(fuse(params, ir8.astype(np.uint16) * 257, vis8.astype(np.uint16) * 257),
+                               out, atol=1e-6)
+    np.testing.assert_allclose(fuse(params, ir8[..., None], np.repeat(vis8[..., None], 3, -1)), out,
+                               atol=1e-6)
+
+
+def test_batch_equals_single_calls_and_compiles_once_per_shape(params):
+    rng = np.random.default_rng(1)
+    ir = rng.random((3, 24, 40)).astype(np.float32)
+    vis = rng.random((3, 24, 40, 3)).astype(np.float32)
+    fn = generator_fn(params.num_downs, params.ngf, params.norm)
+    out = fuse(params, ir, vis)
+    n = fn._cache_size()
+    assert out.shape == (3, 24, 40)
+    out2 = fuse(params, ir[::-1].copy(), vis[::-1].copy())
+    assert fn._cache_size() == n  # same shape: no new compile
+    np.testing.assert_allclose(out2[::-1], out, atol=1e-6)
+    single = fuse(params, ir[1], vis[1])
+    assert single.shape == (24, 40)
+
+
+def test_bad_inputs_have_clear_errors(params):
+    with pytest.raises(ValueError, match="differ in size"):
+        fuse(params, np.zeros((10, 12), np.uint8), np.zeros((10, 13), np.uint8))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        fuse(params, np.full((10, 12), 2.0), np.zeros((10, 12)))
+    with pytest.raises(TypeError, match="load_checkpoint"):
+        fuse({"params": {}}, np.zeros((10, 12)), np.zeros((10, 12)))
+
+
+def test_load_checkpoint_of_empty_workdir(tmp_path):
+    with pytest.raises(CheckpointError, match="no checkpoints"):
+        load_checkpoint(tmp_path)

@@ -1,0 +1,81 @@
+"""Each loss of the paper (Eq. 2-8) against a hand-computed float64 numpy value."""
+import numpy as np
+import pytest
+import jax.numpy as jnp
+
+from patchfuse_jax import losses
+
+RNG = np.random.default_rng(0)
+
+
+def _np_ssim(x, y):
+    """Reference SSIM of 2-D float64 images in [0, 1]: 11x11 Gaussian(1.5), valid region."""
+    r = np.arange(11) - 5
+    g = np.exp(-r ** 2 / (2 * 1.5 ** 2))
+    g /= g.sum()
+    win = np.outer(g, g)
+
+    def filt(a):
+        h, w = a.shape
+        out = np.zeros((h - 10, w - 10))
+        for i in range(h - 10):
+            for j in range(w - 10):
+                out[i, j] = np.sum(a[i:i + 11, j:j + 11] * win)
+        return out
+
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    mx, my = filt(x), filt(y)
+    sxx, syy, sxy = filt(x * x) - mx ** 2, filt(y * y) - my ** 2, filt(x * y) - mx * my
+    m = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx ** 2 + my ** 2 + c1) * (sxx + syy + c2))
+    return m.mean()
+
+
+def test_lsgan_d_loss_weighted_and_unweighted():
+    d_real = RNG.normal(size=(2, 5, 6))
+    d_fake = RNG.normal(size=(2, 5, 6))
+    w = RNG.random((2, 5, 6))
+    want_w = 0.5 * np.mean(w * (d_real - 1) ** 2) + 0.5 * np.mean(w * d_fake ** 2)  # Eq. 2
+    want = 0.5 * np.mean((d_real - 1) ** 2) + 0.5 * np.mean(d_fake ** 2)               # Eq. 3
+    got_w = losses.lsgan_d_loss(jnp.asarray(d_real), jnp.asarray(d_fake), jnp.asarray(w))
+    got = losses.lsgan_d_loss(jnp.asarray(d_real), jnp.asarray(d_fake))
+    np.testing.assert_allclose(float(got_w), want_w, rtol=1e-6)
+    np.testing.assert_allclose(float(got), want, rtol=1e-6)
+    assert abs(want - want_w) > 1e-3  # the weight map matters
+
+
+def test_lsgan_d_loss_perfect_discriminator_is_zero():
+    ones, zeros = jnp.ones((1, 3, 3)), jnp.zeros((1, 3, 3))
+    assert float(losses.lsgan_d_loss(ones, zeros)) == 0.0
+    assert float(losses.lsgan_d_loss(zeros, ones)) == pytest.approx(1.0)
+
+
+def test_lsgan_g_loss():
+    d_fake = RNG.normal(size=(3, 4, 4))
+    w = RNG.random((3, 4, 4))
+    np.testing.assert_allclose(float(losses.lsgan_g_loss(jnp.asarray(d_fake), jnp.asarray(w))),
+                               0.5 * np.mean(w * (d_fake - 1) ** 2), rtol=1e-6)  # Eq. 7
+    np.testing.assert_allclose(float(losses.lsgan_g_loss(jnp.asarray(d_fake))),
+                               0.5 * np.mean((d_fake - 1) ** 2), rtol=1e-6)      # Eq. 8
+
+
+def test_content_loss_matches_numpy_ssim_and_mse():
+    f = RNG.random((2, 20, 24, 1))
+    ir = np.clip(f + 0.2 * RNG.normal(size=f.shape), 0, 1)
+    vis = RNG.random((2, 20, 24, 1))
+    l_ssim, l_mse = losses.content_loss(*(jnp.asarray(a, jnp.float32) for a in (f, ir, vis)))
+    s_ir = np.mean([_np_ssim(f[b, ..., 0], ir[b, ..., 0]) for b in range(2)])
+    s_vis = np.mean([_np_ssim(f[b, ..., 0], vis[b, ..., 0]) for b in range(2)])
+    np.testing.assert_allclose(float(l_ssim), 1 - (s_ir + s_vis) / 2, atol=2e-5)
+    np.testing.assert_allclose(float(l_mse), (np.mean((f - ir) ** 2) + np.mean((f - vis) ** 2)) / 2,
+                               rtol=1e-5)
+
+
+def test_content_loss_zero_when_sources_equal_fused():
+    x = jnp.asarray(RNG.random((1, 16, 16, 1)), jnp.float32)
+    l_ssim, l_mse = losses.content_loss(x, x, x)
+    assert abs(float(l_ssim)) < 1e-5 and float(l_mse) == 0.0
+
+
+def test_generator_loss_eq6():
+    got = losses.generator_loss(0.3, 0.02, 0.4, 0.6, gamma=0.1, lam=0.5)
+    assert float(got) == pytest.approx(0.3 + 0.02 + 0.1 * 0.4 + 0.5 * 0.6)
