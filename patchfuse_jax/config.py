@@ -58,6 +58,7 @@ class Config:
     keep_checkpoints: int = 3
     # Parallelism (see docs/parallel.md).
     parallel: str = "none"        # none | pmap
+    per_device_batch_size: int = 0  # pmap: images per device (0 = batch_size / device count)
 
     def __post_init__(self):
         def need(cond, flag, msg):
@@ -79,6 +80,7 @@ class Config:
         for name in ("crop_size", "synthetic_size"):
             v = getattr(self, name)
             need(len(v) == 2 and all(int(x) >= 1 for x in v), name, "expected HxW with positive sizes")
+        need(self.per_device_batch_size >= 0, "per_device_batch_size", "must be >= 0")
         need(self.learning_rate > 0, "learning_rate", "must be > 0")
         need(self.gamma >= 0 and self.lam >= 0, "gamma", "gamma and lam must be >= 0")
         need(min(self.crop_size) >= 11, "crop_size", "must be at least 11x11 (SSIM window)")

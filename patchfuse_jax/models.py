@@ -83,12 +83,13 @@ class Upsample2x(nn.Module):
     """4x4 stride-2 transposed conv: doubles H and W. Kept separate so a faster equivalent
     (e.g. sub-pixel conv + depth-to-space) can replace it in one place."""
     features: int
+    use_bias: bool = True
     dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x):
         return nn.ConvTranspose(self.features, (4, 4), strides=(2, 2), padding="SAME",
-                                dtype=self.dtype)(x)
+                                use_bias=self.use_bias, dtype=self.dtype)(x)
 
 
 class Generator(nn.Module):
@@ -108,6 +109,7 @@ class Generator(nn.Module):
     @nn.compact
     def __call__(self, x, *, train: bool):
         norm = make_norm(self.norm, train, self.axis_name)
+        bias = self.norm != "batch"  # a bias before BatchNorm has no effect (as pix2pix)
         h, w = x.shape[1:3]
         m = 2 ** self.num_downs
         ph, pw = (-h) % m, (-w) % m
@@ -121,8 +123,9 @@ class Generator(nn.Module):
         for level, f in enumerate(feats):
             if level > 0:
                 x = nn.leaky_relu(x, 0.2)
-            x = conv(f)(x)
-            if 0 < level < self.num_downs - 1:
+            normed = 0 < level < self.num_downs - 1
+            x = conv(f, use_bias=bias or not normed)(x)
+            if normed:
                 x = norm()(x)
             skips.append(x)
         for level in reversed(range(self.num_downs)):
@@ -130,7 +133,7 @@ class Generator(nn.Module):
                 x = jnp.concatenate([skips[level], x], axis=-1)
             x = nn.relu(x)
             out_features = feats[level - 1] if level > 0 else 1
-            x = Upsample2x(out_features, dtype=self.dtype)(x)
+            x = Upsample2x(out_features, use_bias=bias or level == 0, dtype=self.dtype)(x)
             if level > 0:
                 x = norm()(x)
         x = nn.sigmoid(x.astype(jnp.float32))
@@ -157,11 +160,13 @@ class Discriminator(nn.Module):
         n = len(self.layers)
         for i, (k, s) in enumerate(self.layers):
             last = i == n - 1
+            normed = 0 < i < n - 1
             p = conv_padding(k)
             x = nn.Conv(1 if last else min(self.ndf * 2 ** i, 8 * self.ndf), (k, k), strides=(s, s),
-                        padding=((p, p), (p, p)), dtype=self.dtype)(x)
+                        padding=((p, p), (p, p)),
+                        use_bias=not (normed and self.norm == "batch"), dtype=self.dtype)(x)
             if not last:
-                if i > 0:
+                if normed:
                     x = norm()(x)
                 x = nn.leaky_relu(x, 0.2)
         return x[..., 0].astype(jnp.float32)

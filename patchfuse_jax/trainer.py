@@ -6,7 +6,6 @@ data of step s depends only on (seed, s), so a resumed run equals an uninterrupt
 """
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import math
@@ -24,8 +23,8 @@ from patchfuse_jax.checkpoint import Checkpoints
 from patchfuse_jax.config import Config
 from patchfuse_jax.inference import generator_fn
 from patchfuse_jax.models import receptive_field
+from patchfuse_jax.parallel import Parallel
 from patchfuse_jax.state import TrainState, create_train_state, param_count
-from patchfuse_jax.step import train_step
 
 log = logging.getLogger("patchfuse_jax")
 
@@ -34,11 +33,11 @@ class NonFiniteError(FloatingPointError):
     """A loss became NaN/Inf; the message names the step."""
 
 
-def _write_samples(path: str, state: TrainState, cfg: Config, samples: dict[str, np.ndarray]) -> None:
+def _write_samples(path: str, host_state: TrainState, cfg: Config, samples: dict[str, np.ndarray]) -> None:
     """PNG grid, one row per sample: IR | visible | fused."""
     g = generator_fn(cfg.num_downs, cfg.ngf, cfg.norm)
     x = jnp.concatenate([samples["ir"], samples["vis"]], -1)
-    fused = np.asarray(g(state.g.variables(), x))
+    fused = np.asarray(g(host_state.g.variables(), x))
     rows = [np.concatenate([a[..., 0], b[..., 0], f[..., 0]], axis=1)
             for a, b, f in zip(samples["ir"], samples["vis"], fused)]
     io.save_image(path, np.concatenate(rows, axis=0))
@@ -72,15 +71,20 @@ def _truncate_metrics(path: str, last_step: int) -> None:
 def train_and_evaluate(cfg: Config, workdir: str, *, show_progress: bool = True) -> TrainState:
     """Trains to ``cfg.num_steps`` (resuming from ``workdir``); returns the final state."""
     # --- Setup -----------------------------------------------------------------------------
+    par = Parallel(cfg)
+    show_progress = show_progress and par.is_main
     os.makedirs(workdir, exist_ok=True)
     ckpts = Checkpoints(workdir, keep=cfg.keep_checkpoints)
     latest = ckpts.latest_step()
     if latest is not None:
         ckpts.check_compatible(latest, cfg)
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-        f.write(cfg.to_json())
+    if par.is_main:
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            f.write(cfg.to_json())
     geom = receptive_field(cfg.d_layers)
     log.info("discriminator patch (receptive field) %dx%d, stride %d", geom.size, geom.size, geom.stride)
+    log.info("global batch %d = %d per device x %d devices (%s)", par.global_batch, par.per_device,
+             par.n_global, cfg.parallel)
 
     # --- Data --------------------------------------------------------------------------------
     source = data.make_source(cfg.data_dir, cfg.train_split or None, seed=cfg.seed,
@@ -88,26 +92,29 @@ def train_and_evaluate(cfg: Config, workdir: str, *, show_progress: bool = True)
     data.sample_batch(source, seed=cfg.seed, step=0, batch_size=1, crop_hw=cfg.crop_size)  # fail early
     samples = data.fixed_sample_batch(source, min(4, len(source)), cfg.crop_size)
 
-    # --- State ----------------------------------------------------------------------------------
-    state = create_train_state(cfg)
+    # --- State (host copy: what checkpoints hold, whatever the device count) ------------------
+    host_state = jax.device_get(create_train_state(cfg, par.axis_name))
     if latest is not None:
-        state = ckpts.restore(latest, state)
+        host_state = ckpts.restore(latest, host_state)
         log.info("resumed from %s at step %d", ckpts.directory, latest)
-    start = int(state.step)
-    log.info("parameters: G %d, D_ir %d, D_vis %d", param_count(state.g.params),
-             param_count(state.d_ir.params), param_count(state.d_vis.params))
+    start = int(host_state.step)
+    log.info("parameters: G %d, D_ir %d, D_vis %d", param_count(host_state.g.params),
+             param_count(host_state.d_ir.params), param_count(host_state.d_vis.params))
     metrics_path = os.path.join(workdir, "metrics.jsonl")
-    _truncate_metrics(metrics_path, start)
+    if par.is_main:
+        _truncate_metrics(metrics_path, start)
     if start >= cfg.num_steps:
         log.info("already at step %d >= --num_steps=%d; nothing to do", start, cfg.num_steps)
-        return state
+        return host_state
+    state = par.put_state(host_state)
 
     # --- Compile -------------------------------------------------------------------------------
-    step_fn = jax.jit(functools.partial(train_step, cfg=cfg), donate_argnums=0)
+    step_fn = par.compile_step(cfg)
 
     # --- Loop ----------------------------------------------------------------------------------
-    batches = data.Batches(source, seed=cfg.seed, start_step=start, batch_size=cfg.batch_size,
-                           crop_hw=cfg.crop_size, num_steps=cfg.num_steps - start)
+    batches = data.Batches(source, seed=cfg.seed, start_step=start, batch_size=par.global_batch,
+                           crop_hw=cfg.crop_size, start=par.slice[0], stop=par.slice[1],
+                           num_steps=cfg.num_steps - start)
     bar = tqdm(total=cfg.num_steps, initial=start, disable=not show_progress, unit="step",
                dynamic_ncols=True)
     pending: list[tuple[int, dict[str, Any]]] = []
@@ -124,26 +131,33 @@ def train_and_evaluate(cfg: Config, workdir: str, *, show_progress: bool = True)
         mean = {k: float(np.mean([m[k] for _, m in done])) for k in done[-1][1]}
         rate = n / max(time.perf_counter() - t_log, 1e-9)
         t_log = time.perf_counter()
-        with open(metrics_path, "a") as f:
-            f.write(json.dumps({"step": step, "steps_per_sec": rate, **mean}) + "\n")
+        if par.is_main:
+            with open(metrics_path, "a") as f:
+                f.write(json.dumps({"step": step, "steps_per_sec": rate,
+                                    "images_per_sec": rate * par.global_batch, **mean}) + "\n")
         bar.set_postfix(g=f"{mean['loss_g']:.3f}", d_ir=f"{mean['loss_d_ir']:.3f}",
                         d_vis=f"{mean['loss_d_vis']:.3f}", refresh=False)
 
     def save():
         flush_logs()  # never checkpoint a state whose losses were not checked
         if ckpts.latest_step() != step:
-            ckpts.save(state, cfg)
+            ckpts.save(par.host_state(state), cfg)  # every process calls save (orbax syncs)
+
+    def write_samples():
+        host = par.host_state(state)
+        if par.is_main:
+            _write_samples(os.path.join(workdir, "samples", f"step_{step:07d}.png"), host, cfg, samples)
 
     try:
         for s, batch in batches:
-            state, metrics = step_fn(state, batch)
+            state, metrics = step_fn(state, par.put_batch(batch))
             step = s + 1
-            pending.append((step, metrics))
+            pending.append((step, par.metrics(metrics)))
             bar.update(1)
             if step % cfg.log_every == 0:
                 flush_logs()
             if step % cfg.sample_every == 0:
-                _write_samples(os.path.join(workdir, "samples", f"step_{step:07d}.png"), state, cfg, samples)
+                write_samples()
             if step % cfg.checkpoint_every == 0:
                 save()
     except KeyboardInterrupt:
@@ -160,7 +174,7 @@ def train_and_evaluate(cfg: Config, workdir: str, *, show_progress: bool = True)
 
     # --- Finish --------------------------------------------------------------------------------
     save()
-    _write_samples(os.path.join(workdir, "samples", f"step_{step:07d}.png"), state, cfg, samples)
+    write_samples()
     ckpts.wait()
     bar.close()
-    return state
+    return par.host_state(state)
