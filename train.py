@@ -43,7 +43,13 @@ flags.DEFINE_integer("log_every", D.log_every, "Steps between metrics.jsonl line
 flags.DEFINE_integer("checkpoint_every", D.checkpoint_every, "Steps between checkpoints.")
 flags.DEFINE_integer("sample_every", D.sample_every, "Steps between sample grids (PNG).")
 flags.DEFINE_integer("keep_checkpoints", D.keep_checkpoints, "Checkpoints kept in the workdir.")
-flags.DEFINE_string("parallel", D.parallel, "none | pmap (data-parallel over local devices).")
+flags.DEFINE_string("parallel", D.parallel, "none | pmap (data-parallel over all devices).")
+flags.DEFINE_integer("per_device_batch_size", D.per_device_batch_size,
+                     "pmap: images per device; global batch = this x device count (0: batch_size/devices).")
+# Multi-host (see docs/parallel.md); also picked up from the platform's environment.
+flags.DEFINE_string("coordinator_address", "", "host:port of process 0, for multi-process runs.")
+flags.DEFINE_integer("num_processes", 0, "Number of processes of a multi-process run.")
+flags.DEFINE_integer("process_id", -1, "This process's index in a multi-process run.")
 
 
 def config_from_flags() -> Config:
@@ -58,13 +64,14 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("absl").setLevel(logging.WARNING)  # orbax logs every save at INFO
-    from patchfuse_jax import trainer
+    from patchfuse_jax import parallel, trainer
     from patchfuse_jax.checkpoint import CheckpointError
     from patchfuse_jax.data import DataError
     from patchfuse_jax.io import ImageError
 
     try:
         cfg = config_from_flags()
+        parallel.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
         trainer.train_and_evaluate(cfg, FLAGS.workdir)
     except (ConfigError, DataError, ImageError, CheckpointError, trainer.NonFiniteError) as e:
         print(f"error: {e}", file=sys.stderr)
