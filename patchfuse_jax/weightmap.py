@@ -15,6 +15,7 @@ so the weighted losses keep the scale of the unweighted ones.
 from __future__ import annotations
 
 import jax
+import numpy as np
 import jax.numpy as jnp
 from jax import lax
 
@@ -30,9 +31,17 @@ def _pool_padding(n_in: int, n_out: int, geom: PatchGeometry) -> tuple[int, int]
     return lo, hi
 
 
+def _pixel_count(n_in: int, n_out: int, geom: PatchGeometry) -> np.ndarray:
+    """Pixels of the image under each cell's patch along one axis (static, numpy)."""
+    start = np.arange(n_out) * geom.stride - geom.padding
+    return (np.minimum(start + geom.size, n_in) - np.maximum(start, 0)).astype(np.float32)
+
+
 def ir_weight_map(ir: jax.Array, out_hw: tuple[int, int], geom: PatchGeometry,
                   pooling: str = "avg", scale: str = "raw") -> jax.Array:
-    """``ir (B, H, W, 1)`` in [0, 1] -> ``W (B, h, w)``, ``(h, w) = out_hw`` of D_ir."""
+    """``ir (B, H, W, 1)`` in [0, 1] -> ``W (B, h, w)``, ``(h, w) = out_hw`` of D_ir.
+
+    Pooling is separable (rows, then columns), so each cell costs ``2 * size`` operations."""
     if pooling not in POOLINGS:
         raise ValueError(f"--weight_pooling={pooling!r}: expected one of {POOLINGS}")
     if scale not in SCALES:
@@ -41,23 +50,20 @@ def ir_weight_map(ir: jax.Array, out_hw: tuple[int, int], geom: PatchGeometry,
     if pooling == "none":
         return jnp.ones((b, *out_hw), jnp.float32)
     x = ir[..., 0].astype(jnp.float32)
-    pads = []
+    init, op = (-jnp.inf, lax.max) if pooling == "max" else (0.0, lax.add)
     for axis, n_out in ((1, out_hw[0]), (2, out_hw[1])):
         lo, hi = _pool_padding(x.shape[axis], n_out, geom)
         if hi < 0:  # the last patch ends before the image does: drop the unseen pixels
             x = lax.slice_in_dim(x, 0, x.shape[axis] + hi, axis=axis)
             hi = 0
-        pads.append((lo, hi))
-    window = (1, geom.size, geom.size)
-    strides = (1, geom.stride, geom.stride)
-    padding = ((0, 0), *pads)
-    if pooling == "max":
-        w = lax.reduce_window(x, -jnp.inf, lax.max, window, strides, padding)
-    else:
-        total = lax.reduce_window(x, 0.0, lax.add, window, strides, padding)
-        count = lax.reduce_window(jnp.ones_like(x), 0.0, lax.add, window, strides, padding)
-        w = total / count
-    assert w.shape[1:] == tuple(out_hw), (w.shape, out_hw)
+        window, strides, padding = [1, 1, 1], [1, 1, 1], [(0, 0)] * 3
+        window[axis], strides[axis], padding[axis] = geom.size, geom.stride, (lo, hi)
+        x = lax.reduce_window(x, init, op, window, strides, padding)
+    if pooling == "avg":
+        count = np.outer(_pixel_count(ir.shape[1], out_hw[0], geom),
+                         _pixel_count(ir.shape[2], out_hw[1], geom))
+        x = x / count
+    assert x.shape[1:] == tuple(out_hw), (x.shape, out_hw)
     if scale == "mean1":
-        w = w / (jnp.mean(w, axis=(1, 2), keepdims=True) + 1e-6)
-    return lax.stop_gradient(w)
+        x = x / (jnp.mean(x, axis=(1, 2), keepdims=True) + 1e-6)
+    return lax.stop_gradient(x)
