@@ -58,3 +58,25 @@ def test_generator_uses_skip_connections_at_full_resolution():
 def test_bad_discriminator_spec_names_flag():
     with pytest.raises(ValueError, match="--d_arch"):
         parse_discriminator_layers("4x2,banana")
+
+
+@pytest.mark.parametrize("hw", [(5, 7), (8, 8)])
+def test_upsample2x_equals_flax_conv_transpose(hw):
+    """The sub-pixel Upsample2x computes exactly nn.ConvTranspose(4x4, stride 2, 'SAME')."""
+    import flax.linen as nn
+    from patchfuse_jax.models import Upsample2x
+
+    jax.config.update("jax_enable_x64", True)
+    try:
+        x = jax.random.normal(jax.random.key(0), (2, *hw, 3), jnp.float64)
+        up = Upsample2x(5, dtype=jnp.float64)
+        variables = up.init(jax.random.key(1), x)
+        variables = jax.tree_util.tree_map(lambda v: v + 0.1, variables)  # non-zero bias too
+        ref = nn.ConvTranspose(5, (4, 4), strides=(2, 2), padding="SAME", dtype=jnp.float64,
+                               param_dtype=jnp.float64)
+        want = ref.apply(variables, x)
+        got = up.apply(variables, x)
+        assert got.shape == want.shape == (2, 2 * hw[0], 2 * hw[1], 5)
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-12, atol=1e-12)
+    finally:
+        jax.config.update("jax_enable_x64", False)
