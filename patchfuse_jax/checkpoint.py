@@ -22,8 +22,11 @@ class Checkpoints:
         self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
         if read_only and not os.path.isdir(self.directory):
             raise CheckpointError(f"{workdir}: no checkpoints folder (expected {self.directory})")
-        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=not read_only,
-                                               read_only=read_only)
+        if read_only:
+            options = ocp.CheckpointManagerOptions(max_to_keep=None, save_interval_steps=0,
+                                                   create=False, read_only=True)
+        else:
+            options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
         self.manager = ocp.CheckpointManager(self.directory, options=options,
                                              item_names=("state", "config"))
 
