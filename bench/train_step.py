@@ -85,7 +85,7 @@ def bench(name, args):
         "max_ms": round(max(times) * 1e3, 2), "steps_per_sec": round(1 / med, 3),
         "images_per_sec": round(par.global_batch / med, 3),
         "images_per_sec_per_device": round(par.global_batch / med / par.n_global, 3),
-        "finite": bool(np.isfinite(float(np.asarray(par.metrics(m)["loss_g"])))),
+        "finite": bool(np.all(np.isfinite(np.asarray(par.metrics(m)["loss_g"])))),
     }
 
 

@@ -90,7 +90,7 @@ class Parallel:
     def host_state(self, state):
         """What the step holds -> the host (unreplicated, numpy) state that checkpoints store."""
         if self.pmap:
-            state = jax.tree_util.tree_map(lambda x: x[0], state)
+            return jax.tree_util.tree_map(_first_local_copy, state)
         return jax.device_get(state)
 
     def put_batch(self, batch: dict[str, np.ndarray]):
@@ -100,8 +100,17 @@ class Parallel:
         return {k: v.reshape(self.n_local, self.per_device, *v.shape[1:]) for k, v in batch.items()}
 
     def metrics(self, metrics: dict[str, Any]) -> dict[str, Any]:
-        """Metrics are already averaged over devices; take one copy."""
-        return jax.tree_util.tree_map(lambda x: x[0], metrics) if self.pmap else metrics
+        """Metrics are already averaged over devices; keep this process's first copy, shape
+        ``(1,)`` under pmap, still on device (no host sync per step)."""
+        if not self.pmap:
+            return metrics
+        return jax.tree_util.tree_map(lambda x: x.addressable_shards[0].data, metrics)
+
+
+def _first_local_copy(x: jax.Array) -> np.ndarray:
+    """This process's copy on its first local device. Read from the local shard: indexing a
+    multi-process array (``x[0]``) would be a computation every process must join."""
+    return np.asarray(x.addressable_shards[0].data)[0]
 
 
 def _replicate(x: np.ndarray, devices) -> jax.Array:

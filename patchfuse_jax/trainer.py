@@ -47,7 +47,7 @@ def _check_finite(pending: list[tuple[int, dict[str, Any]]]) -> list[tuple[int, 
     """Fetches queued per-step metrics; raises NonFiniteError at the first non-finite loss."""
     out = []
     for step, m in jax.device_get(pending):
-        m = {k: float(v) for k, v in m.items()}
+        m = {k: float(np.asarray(v).reshape(-1)[0]) for k, v in m.items()}
         bad = [k for k, v in m.items() if not math.isfinite(v)]
         if bad:
             raise NonFiniteError(
@@ -138,10 +138,15 @@ def train_and_evaluate(cfg: Config, workdir: str, *, show_progress: bool = True)
         bar.set_postfix(g=f"{mean['loss_g']:.3f}", d_ir=f"{mean['loss_d_ir']:.3f}",
                         d_vis=f"{mean['loss_d_vis']:.3f}", refresh=False)
 
+    last_saved = latest
+
     def save():
+        # Every process decides alike (no directory reads) and calls save; orbax syncs them.
+        nonlocal last_saved
         flush_logs()  # never checkpoint a state whose losses were not checked
-        if ckpts.latest_step() != step:
-            ckpts.save(par.host_state(state), cfg)  # every process calls save (orbax syncs)
+        if last_saved != step:
+            ckpts.save(par.host_state(state), cfg)
+            last_saved = step
 
     def write_samples():
         host = par.host_state(state)

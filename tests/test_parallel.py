@@ -36,7 +36,7 @@ def _run_steps(cfg, n):
         b = data.sample_batch(src, seed=cfg.seed, step=s, batch_size=par.global_batch,
                               crop_hw=cfg.crop_size, start=par.slice[0], stop=par.slice[1])
         state, m = step(state, par.put_batch(b))
-        out.append(jax.device_get(par.metrics(m)))
+        out.append({k: float(np.asarray(v).reshape(-1)[0]) for k, v in par.metrics(m).items()})
     return out, par.host_state(state)
 
 
@@ -93,7 +93,11 @@ def test_two_processes_match_one_process_on_four_devices(tmp_path):
          f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2", f"--process_id={i}"],
         env={**env, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}, cwd=REPO,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
-    outs = [p.communicate(timeout=600)[0] for p in procs]
+    try:
+        outs = [p.communicate(timeout=300)[0] for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
     assert all(p.returncode == 0 for p in procs), "\n".join(o[-3000:] for o in outs)
     single = str(tmp_path / "single")
     r = subprocess.run([sys.executable, str(REPO / "train.py"), f"--workdir={single}", *flags],
