@@ -223,6 +223,15 @@ def _offset_range(source, i: int, shape, crop_hw) -> list[tuple[int, int]]:
     return out
 
 
+def check_source(source, crop_hw) -> None:
+    """Loads every pair once (readable, aligned sizes) and checks the crop fits each of them,
+    so that a bad file stops a run before its first step rather than hours into it."""
+    crop_hw = _check_crop(crop_hw)
+    for i in range(len(source)):
+        ir, _ = source.raw(i) if hasattr(source, "raw") else source.get(i)
+        _offset_range(source, i, ir.shape, crop_hw)
+
+
 def _describe(source, i: int) -> str:
     paths = getattr(source, "paths", None)
     return ", ".join(paths(i)) if paths else type(source).__name__

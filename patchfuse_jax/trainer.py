@@ -89,7 +89,7 @@ def train_and_evaluate(cfg: Config, workdir: str, *, show_progress: bool = True)
     # --- Data --------------------------------------------------------------------------------
     source = data.make_source(cfg.data_dir, cfg.train_split or None, seed=cfg.seed,
                               synthetic_hw=cfg.synthetic_size, synthetic_pairs=cfg.synthetic_pairs)
-    data.sample_batch(source, seed=cfg.seed, step=0, batch_size=1, crop_hw=cfg.crop_size)  # fail early
+    data.check_source(source, cfg.crop_size)  # every pair readable, aligned and big enough: fail now
     samples = data.fixed_sample_batch(source, min(4, len(source)), cfg.crop_size)
 
     # --- State (host copy: what checkpoints hold, whatever the device count) ------------------
@@ -165,13 +165,14 @@ def train_and_evaluate(cfg: Config, workdir: str, *, show_progress: bool = True)
                 write_samples()
             if step % cfg.checkpoint_every == 0:
                 save()
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, data.DataError, io.ImageError) as e:  # keep the work done so far
         bar.close()
         if any(x.is_deleted() for x in jax.tree_util.tree_leaves(state)):
-            log.warning("interrupted inside a step: nothing saved; the latest checkpoint is kept")
+            log.warning("stopped inside a step: nothing saved; the latest checkpoint is kept")
         else:
             save()
-            log.warning("interrupted: saved checkpoint at step %d in %s", step, ckpts.directory)
+            log.warning("stopped (%s): saved checkpoint at step %d in %s", type(e).__name__, step,
+                        ckpts.directory)
         raise
     finally:
         batches.close()

@@ -61,3 +61,18 @@ def test_every_shipped_flagfile_parses():
                        cwd=REPO, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     assert len(r.stdout.splitlines()) == len(files)
+
+
+def test_misaligned_pair_stops_before_training_naming_both_files(tmp_path):
+    import imageio.v3 as iio
+    import numpy as np
+
+    root = tmp_path / "pairs"
+    for sub in ("ir", "vis"):
+        (root / sub).mkdir(parents=True)
+    for stem, (h_ir, h_vis) in {"a": (40, 40), "b": (40, 44)}.items():
+        iio.imwrite(root / "ir" / f"{stem}.png", np.zeros((h_ir, 40), np.uint8))
+        iio.imwrite(root / "vis" / f"{stem}.png", np.zeros((h_vis, 40, 3), np.uint8))
+    r = _train(f"--workdir={tmp_path / 'run'}", f"--data_dir={root}", "--crop_size=32x32")
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert "b.png" in r.stderr and "40x40" in r.stderr and "44x40" in r.stderr

@@ -94,3 +94,18 @@ def test_incompatible_architecture_is_refused(tmp_path):
     trainer.train_and_evaluate(_cfg(num_steps=1), wd, show_progress=False)
     with pytest.raises(CheckpointError, match="ngf: checkpoint 4 vs now 8"):
         trainer.train_and_evaluate(_cfg(num_steps=2, ngf=8), wd, show_progress=False)
+
+
+def test_data_error_mid_run_saves_work_done(tmp_path, monkeypatch):
+    wd = str(tmp_path / "run")
+    real = data.sample_batch
+
+    def failing(source, *, step, **kw):
+        if step == 2:
+            raise data.DataError("some.png: cannot be read as an image")
+        return real(source, step=step, **kw)
+
+    monkeypatch.setattr(data, "sample_batch", failing)
+    with pytest.raises(data.DataError, match="some.png"):
+        trainer.train_and_evaluate(_cfg(num_steps=5), wd, show_progress=False)
+    assert Checkpoints(wd).latest_step() == 2
