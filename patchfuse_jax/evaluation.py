@@ -24,6 +24,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 
 from . import baselines as baselines_mod
+from . import data
 from . import io
 from . import metrics as metrics_mod
 from .io import ImageError, format_list
@@ -49,20 +50,11 @@ def parse_method(spec: str) -> tuple[str, str]:
 
 
 def read_split(path: str | os.PathLike) -> list[str]:
-    """Stems listed in a split file: one per line, ``#`` starts a comment, blank lines ignored."""
+    """Stems listed in a split file (:func:`patchfuse_jax.data.read_split`), as an EvaluationError."""
     try:
-        with open(path, encoding="utf-8") as fh:
-            lines = fh.read().splitlines()
-    except OSError as e:
-        raise EvaluationError(f"--split {os.fspath(path)}: cannot be read ({e.strerror or e})") from None
-    stems: list[str] = []
-    for line in lines:
-        s = line.split("#", 1)[0].strip()
-        if s and s not in stems:
-            stems.append(s)
-    if not stems:
-        raise EvaluationError(f"--split {os.fspath(path)}: lists no stems")
-    return stems
+        return data.read_split(path)
+    except data.DataError as e:
+        raise EvaluationError(f"--split: {e}") from None
 
 
 def _list(folder: str, what: str) -> dict[str, str]:

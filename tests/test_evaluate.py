@@ -119,9 +119,12 @@ def test_parse_method_and_split(tmp_path):
         with pytest.raises(E.EvaluationError, match="expected NAME=DIR"):
             E.parse_method(bad)
     p = tmp_path / "split.txt"
-    p.write_text("# header\n b  # note\n\na\nb\n")
+    p.write_text("# header\n b  # note\n\na\n")
     assert E.read_split(p) == ["b", "a"]
-    with pytest.raises(E.EvaluationError, match="cannot be read"):
+    p.write_text("a\nb\na\n")
+    with pytest.raises(E.EvaluationError, match="duplicate stems a"):
+        E.read_split(p)
+    with pytest.raises(E.EvaluationError, match="no such file"):
         E.read_split(tmp_path / "absent.txt")
 
 
