@@ -19,7 +19,7 @@ flags.DEFINE_multi_string("method", [], "NAME=DIR: a method's fused images (matc
 flags.DEFINE_string("checkpoint", None, "Workdir of a trained model: fuse on the fly and evaluate it.")
 flags.DEFINE_string("checkpoint_name", "patchfuse", "Method name of the --checkpoint model in the tables.")
 flags.DEFINE_bool("baselines", False, "Also evaluate the classical baselines Average, Max, LP, GFF.")
-flags.DEFINE_string("metrics", "all", "Comma-separated metric names, or 'paper' / 'all'.")
+flags.DEFINE_string("metrics", "all", "Comma-separated metric names, or groups: paper (6), all (14), textbook (MI/VIF/Qabf without toolbox quirks).")
 flags.DEFINE_string("out_dir", None, "Folder for per_image.csv, summary.json, summary.md.")
 flags.DEFINE_integer("workers", None, "Process-pool size (0 = serial; default: one per CPU, up to 8).")
 flags.DEFINE_bool("save_fused", False, "Write on-the-fly outputs (model, baselines) to OUT_DIR/fused/.")

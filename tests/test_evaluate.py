@@ -60,16 +60,27 @@ def _dataset(root, stems=("a", "b", "c"), hw=(24, 32)):
 
 # ----------------------------------------------------------------------------- evaluate_pair
 def test_registry_order_and_paper_metrics():
-    assert list(M.METRICS) == ["CC", "MS_SSIM", "SCD", "FMI_dct", "SSIM_a", "PSNR",
-                               "CC_mean", "EN", "SD", "SF", "AG", "MI", "VIF", "Qabf"]
+    assert list(M.DEFAULT_METRICS) == ["CC", "MS_SSIM", "SCD", "FMI_dct", "SSIM_a", "PSNR",
+                                       "CC_mean", "EN", "SD", "SF", "AG", "MI", "VIF", "Qabf"]
+    assert list(M.METRICS) == [*M.DEFAULT_METRICS, "MI_textbook", "VIF_textbook", "Qabf_textbook"]
     assert M.PAPER_METRICS == tuple(list(M.METRICS)[:6])
     assert all(M.HIGHER_IS_BETTER[k] for k in M.METRICS)
+
+
+def test_textbook_variants_differ_from_toolbox_where_documented():
+    """Copying a source: the toolbox Qabf penalises it, the textbook one does not."""
+    rng = np.random.default_rng(5)
+    a = rng.integers(0, 256, (48, 48), dtype=np.uint8)
+    b = np.clip(np.cumsum(rng.integers(-3, 4, (48, 48)), axis=1) + 128, 0, 255).astype(np.uint8)
+    v = M.evaluate_pair(a, b, b, metrics="Qabf,Qabf_textbook")
+    assert v["Qabf_textbook"] > v["Qabf"]
 
 
 def test_resolve_metrics():
     assert M.resolve_metrics("psnr, cc") == ["PSNR", "CC"]
     assert M.resolve_metrics("paper") == list(M.PAPER_METRICS)
-    assert M.resolve_metrics(None) == list(M.METRICS)
+    assert M.resolve_metrics(None) == M.resolve_metrics("all") == list(M.DEFAULT_METRICS)
+    assert M.resolve_metrics("qabf,textbook") == ["Qabf", "MI_textbook", "VIF_textbook", "Qabf_textbook"]
     with pytest.raises(M.MetricError, match=r"unknown metric\(s\) BOGUS; known metrics: CC, MS_SSIM"):
         M.resolve_metrics("CC,BOGUS")
 
@@ -334,10 +345,10 @@ def test_real_data_tno_densefuse(tmp_path):
                       methods=[f"DenseFuse={peers}"], progress=False)
     rows = list(csv.DictReader(open(paths["per_image.csv"])))
     assert [r["image"] for r in rows] == ["01", "02", "03"]
-    assert list(rows[0]) == ["image", "method", *M.METRICS]
-    assert all(math.isfinite(float(r[k])) for r in rows for k in M.METRICS)
+    assert list(rows[0]) == ["image", "method", *M.DEFAULT_METRICS]
+    assert all(math.isfinite(float(r[k])) for r in rows for k in M.DEFAULT_METRICS)
     s = json.load(open(paths["summary.json"]))
-    assert all(s["results"]["DenseFuse"][k]["count"] == 3 for k in M.METRICS)
+    assert all(s["results"]["DenseFuse"][k]["count"] == 3 for k in M.DEFAULT_METRICS)
     # The pipeline (gray conversion, IR/vis order) reproduces the upstream MATLAB toolbox values.
     ref = {(r["image"], r["metric"]): float(r["value"]) for r in
            csv.DictReader(open(peers.parent / "reference_metrics_Metric_TNO.csv")) if r["method"] == "DenseFuse"}

@@ -10,6 +10,7 @@ FMI_dct, SSIM_a, PSNR), then CC_mean, EN, SD, SF, AG, MI, VIF, Qabf.
 """
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from typing import Callable, Iterable, Sequence
@@ -43,19 +44,28 @@ METRICS: dict[str, Callable[[np.ndarray, np.ndarray, np.ndarray], float]] = {
     "MI": extra.mi,
     "VIF": extra.vif,
     "Qabf": extra.qabf,
+    # Textbook definitions of the three metrics whose toolbox versions carry bugs
+    # (docs/metrics.md, "compat or not"); not in "all", ask for them with "textbook".
+    "MI_textbook": functools.partial(extra.mi, compat=False),
+    "VIF_textbook": functools.partial(extra.vif, compat=False),
+    "Qabf_textbook": functools.partial(extra.qabf, compat=False),
 }
 PAPER_METRICS: tuple[str, ...] = ("CC", "MS_SSIM", "SCD", "FMI_dct", "SSIM_a", "PSNR")
+TEXTBOOK_METRICS: tuple[str, ...] = ("MI_textbook", "VIF_textbook", "Qabf_textbook")
+DEFAULT_METRICS: tuple[str, ...] = tuple(m for m in METRICS if m not in TEXTBOOK_METRICS)
 HIGHER_IS_BETTER: dict[str, bool] = {name: True for name in METRICS}
 
 
 def resolve_metrics(names: str | Iterable[str] | None = None) -> list[str]:
-    """Canonical metric names, in the order given; ``None``/``"all"`` = all, ``"paper"`` = the six.
+    """Canonical metric names, in the order given; ``None``/``"all"`` = the 14 default metrics,
+    ``"paper"`` = the six, ``"textbook"`` = MI/VIF/Qabf without the toolbox's quirks.
 
     ``names`` may be a comma-separated string; matching is case-insensitive. Raises
     :class:`MetricError` listing the known names for an unknown one.
     """
+    default = [m for m in METRICS if m not in TEXTBOOK_METRICS]
     if names is None:
-        return list(METRICS)
+        return default
     if isinstance(names, str):
         names = [n for n in names.split(",")]
     names = [n.strip() for n in names if n.strip()]
@@ -66,9 +76,11 @@ def resolve_metrics(names: str | Iterable[str] | None = None) -> list[str]:
     unknown: list[str] = []
     for n in names:
         if n.lower() == "all":
-            picked: Sequence[str] = list(METRICS)
+            picked: Sequence[str] = default
         elif n.lower() == "paper":
             picked = PAPER_METRICS
+        elif n.lower() == "textbook":
+            picked = [m for m in TEXTBOOK_METRICS if m in METRICS]
         elif n.lower() in lower:
             picked = [lower[n.lower()]]
         else:
@@ -77,7 +89,7 @@ def resolve_metrics(names: str | Iterable[str] | None = None) -> list[str]:
         out.extend(p for p in picked if p not in out)
     if unknown:
         raise MetricError(f"unknown metric(s) {', '.join(unknown)}; known metrics: {', '.join(METRICS)} "
-                          "(or 'paper', 'all')")
+                          "(or 'paper', 'all', 'textbook')")
     return out
 
 
@@ -150,5 +162,5 @@ def compute(a: np.ndarray, b: np.ndarray, f: np.ndarray, names: Sequence[str], *
     return out
 
 
-__all__ = ["METRICS", "PAPER_METRICS", "HIGHER_IS_BETTER", "MetricError", "MetricWarning",
+__all__ = ["METRICS", "PAPER_METRICS", "DEFAULT_METRICS", "TEXTBOOK_METRICS", "HIGHER_IS_BETTER", "MetricError", "MetricWarning",
            "resolve_metrics", "as_metric_input", "evaluate_pair", "compute"]
