@@ -131,6 +131,7 @@ class Generator(nn.Module):
     features, LeakyReLU(0.2) before it (except level 1), norm after it (except levels 1 and
     num_downs). The decoder mirrors it with ReLU, ``Upsample2x`` and norm, concatenating the
     encoder feature of the same level (skip connection). Dropout of pix2pix is not used.
+    Convs followed by BatchNorm have no bias (as pix2pix).
     """
     num_downs: int = 8
     ngf: int = 64

@@ -39,8 +39,8 @@ def initialize_distributed(coordinator_address: str = "", num_processes: int = 0
     if given and not (coordinator_address and num_processes >= 1 and process_id >= 0):
         raise ConfigError("multi-process runs need all of --coordinator_address, --num_processes "
                           "and --process_id")
-    if jax.config.jax_platforms in (None, "", "cpu") or os.environ.get("JAX_PLATFORMS") == "cpu":
-        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    # Only affects CPU devices (GPU/TPU keep their own collectives).
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
     if given:
         jax.distributed.initialize(coordinator_address=coordinator_address,
                                    num_processes=num_processes, process_id=process_id)
