@@ -2,13 +2,17 @@
 
 Library entry points::
 
-    from patchfuse_jax import fuse, load_checkpoint
-    params = load_checkpoint("runs/demo")
-    fused = fuse(params, ir, vis)      # float32 in [0, 1]
+    from patchfuse_jax import fuse, load_checkpoint, pretrained
+    params = load_checkpoint("runs/demo")   # a workdir or an exported .msgpack file
+    params = pretrained()                   # the weights shipped in the package, if any
+    fused = fuse(params, ir, vis)           # float32 in [0, 1]; bn="image": per-image BatchNorm
+
+Command line: ``python -m patchfuse_jax export --workdir=W --out=model.msgpack`` (or ``patchfuse``).
 """
 __version__ = "0.1.0"
 
-_LAZY = {"fuse": "inference", "load_checkpoint": "inference", "FuseParams": "inference"}
+_LAZY = {"fuse": "inference", "load_checkpoint": "inference", "FuseParams": "inference",
+         "pretrained": "export", "export_generator": "export", "CheckpointError": "checkpoint"}
 
 
 def __getattr__(name):  # lazy: `import patchfuse_jax` does not import jax
@@ -18,4 +22,5 @@ def __getattr__(name):  # lazy: `import patchfuse_jax` does not import jax
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["fuse", "load_checkpoint", "FuseParams"]
+__all__ = ["fuse", "load_checkpoint", "pretrained", "export_generator", "FuseParams",
+           "CheckpointError"]

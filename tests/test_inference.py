@@ -1,4 +1,4 @@
-"""fuse(params, ir, vis) and load_checkpoint(workdir)."""
+"""fuse(params, ir, vis, bn=...) and load_checkpoint(workdir)."""
 import numpy as np
 import pytest
 
@@ -17,7 +17,9 @@ def params(tmp_path_factory):
 
 
 def test_load_checkpoint_reads_architecture(params):
-    assert (params.num_downs, params.ngf, params.norm, params.step) == (2, 4, "batch", 2)
+    arch = params.arch_dict
+    assert (arch["num_downs"], arch["ngf"], arch["norm"], params.step) == (2, 4, "batch", 2)
+    assert params.config["num_steps"] == 2 and params.config["crop_size"] == [32, 32]
 
 
 def test_single_pair_dtypes_and_layouts_agree(params):
@@ -38,7 +40,7 @@ def test_batch_equals_single_calls_and_compiles_once_per_shape(params):
     rng = np.random.default_rng(1)
     ir = rng.random((3, 24, 40)).astype(np.float32)
     vis = rng.random((3, 24, 40, 3)).astype(np.float32)
-    fn = generator_fn(params.num_downs, params.ngf, params.norm)
+    fn = generator_fn(params.arch_dict)
     out = fuse(params, ir, vis)
     n = fn._cache_size()
     assert out.shape == (3, 24, 40)
@@ -56,6 +58,8 @@ def test_bad_inputs_have_clear_errors(params):
         fuse(params, np.full((10, 12), 2.0), np.zeros((10, 12)))
     with pytest.raises(TypeError, match="load_checkpoint"):
         fuse({"params": {}}, np.zeros((10, 12)), np.zeros((10, 12)))
+    with pytest.raises(ValueError, match="bn='batch'.*'running'.*'image'"):
+        fuse(params, np.zeros((10, 12)), np.zeros((10, 12)), bn="batch")
 
 
 def test_load_checkpoint_of_empty_workdir(tmp_path):
@@ -70,12 +74,55 @@ def test_padding_outside_the_jit_is_exact_and_shares_compiles(params):
     from patchfuse_jax.models import Generator
 
     rng = np.random.default_rng(2)
-    fn = generator_fn(params.num_downs, params.ngf, params.norm)
+    fn = generator_fn(params.arch_dict)
     ir, vis = rng.random((2, 29, 31)).astype(np.float32), rng.random((2, 29, 31)).astype(np.float32)
     out = fuse(params, ir, vis)
     n = fn._cache_size()
     fuse(params, ir[:, :30, :30], vis[:, :30, :30])  # pads to the same 32x32
     assert fn._cache_size() == n
-    g = Generator(num_downs=params.num_downs, ngf=params.ngf, norm=params.norm)
+    g = Generator(**params.arch_dict)
     direct = g.apply(params.variables, jnp.stack([ir, vis], -1), train=False)[..., 0]
     np.testing.assert_allclose(out, np.asarray(direct), atol=1e-6)
+
+
+def test_bn_image_uses_each_images_own_statistics(params):
+    """bn="image": train-mode BatchNorm per image, so a batch equals per-image calls (the result
+    of one image does not depend on the others); it differs from the running statistics."""
+    import jax.numpy as jnp
+    from patchfuse_jax.models import Generator
+
+    rng = np.random.default_rng(3)
+    ir, vis = rng.random((3, 20, 28)).astype(np.float32), rng.random((3, 20, 28)).astype(np.float32)
+    batch = fuse(params, ir, vis, bn="image")
+    assert batch.shape == (3, 20, 28) and 0.0 <= batch.min() and batch.max() <= 1.0
+    singles = np.stack([fuse(params, ir[i], vis[i], bn="image") for i in range(3)])
+    np.testing.assert_allclose(batch, singles, atol=1e-5)
+    # Changing one image of the batch leaves the others' results unchanged.
+    ir2 = ir.copy()
+    ir2[0] = 1.0 - ir2[0]
+    np.testing.assert_allclose(fuse(params, ir2, vis, bn="image")[1:], batch[1:], atol=1e-5)
+    # The same as Flax's train-mode BatchNorm on a batch of one (x padded to 20x28 -> 20x28).
+    g = Generator(**params.arch_dict)
+    direct, _ = g.apply(params.variables, jnp.stack([ir[1:2], vis[1:2]], -1), train=True,
+                        mutable=["batch_stats"])
+    np.testing.assert_allclose(batch[1], np.asarray(direct)[0, ..., 0], atol=1e-5)
+    running = fuse(params, ir, vis)
+    assert np.abs(running - batch).max() > 1e-3
+    np.testing.assert_allclose(fuse(params, ir, vis, bn="running"), running, atol=0)
+
+
+def test_bn_mode_is_ignored_without_batchnorm():
+    """A model trained with norm=instance has no BatchNorm: bn="image" changes nothing."""
+    import jax
+    import jax.numpy as jnp
+    from patchfuse_jax.inference import make_fuse_params
+    from patchfuse_jax.models import Generator
+
+    arch = dict(num_downs=2, ngf=4, norm="instance")
+    variables = Generator(**arch).init(jax.random.key(0), jnp.zeros((1, 8, 8, 2)), train=False)
+    assert not variables.get("batch_stats")
+    p = make_fuse_params(variables, arch, step=0)
+    rng = np.random.default_rng(4)
+    ir, vis = rng.random((2, 12, 16)).astype(np.float32), rng.random((2, 12, 16)).astype(np.float32)
+    np.testing.assert_array_equal(fuse(p, ir, vis, bn="image"), fuse(p, ir, vis))
+    assert generator_fn(p.arch_dict, "image") is generator_fn(p.arch_dict)  # one program
