@@ -20,6 +20,9 @@ flags.DEFINE_integer("ngf", D.ngf, "Generator width.")
 flags.DEFINE_integer("ndf", D.ndf, "Discriminator width.")
 flags.DEFINE_string("d_arch", D.d_arch, "PatchGAN layers: pix2pix70 | paper65 | e.g. '4s2,4s2,4s2,4s1,4s1'.")
 flags.DEFINE_string("norm", D.norm, "batch | instance.")
+flags.DEFINE_string("upsample", D.upsample, "Decoder upsampling: transpose (pix2pix) | resize (nearest + 3x3 conv).")
+flags.DEFINE_string("conv_impl", D.conv_impl,
+                    "Stride-2 conv formulation: auto (fast on CPU, xla elsewhere) | fast | xla. Same function.")
 # Loss.
 flags.DEFINE_string("weight_mode", D.weight_mode, "Where the IR weight map is used: none | d | g | dg.")
 flags.DEFINE_string("weight_pooling", D.weight_pooling, "IR weight map pooling: avg | max | none.")

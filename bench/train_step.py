@@ -46,7 +46,7 @@ def load_config(name, extra):
 
 
 def bench(name, args):
-    extra = [f"--parallel={args.parallel}"]
+    extra = [f"--parallel={args.parallel}", *args.flags]
     if args.per_device_batch_size:
         extra.append(f"--per_device_batch_size={args.per_device_batch_size}")
     cfg = load_config(name, extra)
@@ -96,6 +96,8 @@ def main():
     p.add_argument("--per_device_batch_size", type=int, default=0)
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--flags", nargs="*", default=[],
+                   help="extra train.py flags, e.g. --flags=--conv_impl=xla --flags=--d_arch=pix2pix70")
     args = p.parse_args()
     for name in (["demo", "paper"] if args.config == "all" else [args.config]):
         print(json.dumps(bench(name, args)), flush=True)

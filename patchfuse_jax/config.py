@@ -10,14 +10,18 @@ import dataclasses
 import json
 from typing import Any
 
-from patchfuse_jax.models import DISCRIMINATOR_PRESETS, parse_discriminator_layers, receptive_field
+from patchfuse_jax.models import CONV_IMPLS, DISCRIMINATOR_PRESETS, parse_discriminator_layers, receptive_field
 
 WEIGHT_MODES = ("none", "d", "g", "dg")
 NORMS = ("batch", "instance")
+UPSAMPLES = ("transpose", "resize")
 PARALLEL = ("none", "pmap")
 
 # Changing any of these makes a checkpoint unusable (different parameter shapes/semantics).
-ARCHITECTURE_KEYS = ("num_downs", "ngf", "ndf", "d_arch", "norm")
+ARCHITECTURE_KEYS = ("num_downs", "ngf", "ndf", "d_arch", "norm", "upsample")
+# The Config fields that are ``Generator`` constructor arguments (its architecture). A saved
+# config without one of them (older runs) means the Generator's default for it.
+GENERATOR_KEYS = ("num_downs", "ngf", "norm", "upsample")
 
 
 class ConfigError(ValueError):
@@ -32,6 +36,8 @@ class Config:
     ndf: int = 64                 # discriminator width
     d_arch: str = "paper65"       # preset name or '4s2,4s2,...' (kernel s stride per conv)
     norm: str = "batch"           # batch (paper) | instance
+    upsample: str = "transpose"   # decoder upsampling: transpose (pix2pix 4x4 stride-2) | resize
+    conv_impl: str = "auto"       # auto | xla | fast: formulation of stride-2 convs (same function)
     # Loss (Eq. 2-8).
     weight_mode: str = "dg"       # where W is used: none | d (D_ir, Eq. 2) | g (G, Eq. 7) | dg (both)
     weight_pooling: str = "avg"   # avg | max | none (all ones)
@@ -66,6 +72,7 @@ class Config:
                 raise ConfigError(f"--{flag}={getattr(self, flag)!r}: {msg}")
 
         for name, choices in (("weight_mode", WEIGHT_MODES), ("norm", NORMS), ("parallel", PARALLEL),
+                              ("upsample", UPSAMPLES), ("conv_impl", CONV_IMPLS),
                               ("weight_pooling", ("avg", "max", "none")),
                               ("weight_scale", ("raw", "mean1"))):
             need(getattr(self, name) in choices, name, f"expected one of {', '.join(choices)}")
@@ -125,11 +132,19 @@ def parse_hw(text: str, flag: str) -> tuple[int, int]:
     return hw
 
 
+def generator_arch(saved: dict[str, Any]) -> dict[str, Any]:
+    """``Generator(**generator_arch(config_dict))`` kwargs from a (saved) config dict; keys an
+    older run did not record take the Config default (which is what those runs used)."""
+    default = Config().to_dict()
+    return {k: saved.get(k, default[k]) for k in GENERATOR_KEYS}
+
+
 def architecture_mismatch(saved: dict[str, Any], cfg: Config) -> list[str]:
     """Human-readable list of architecture keys that differ between a checkpoint and ``cfg``."""
-    now = cfg.to_dict()
-    return [f"{k}: checkpoint {saved.get(k)!r} vs now {now[k]!r}"
-            for k in ARCHITECTURE_KEYS if saved.get(k) != now[k]]
+    now, default = cfg.to_dict(), Config().to_dict()
+    return [f"{k}: checkpoint {saved.get(k, default[k])!r} vs now {now[k]!r}"
+            for k in ARCHITECTURE_KEYS if saved.get(k, default[k]) != now[k]]
 
 
-__all__ = ["Config", "ConfigError", "DISCRIMINATOR_PRESETS", "parse_hw", "architecture_mismatch"]
+__all__ = ["Config", "ConfigError", "DISCRIMINATOR_PRESETS", "GENERATOR_KEYS", "parse_hw",
+           "architecture_mismatch", "generator_arch"]

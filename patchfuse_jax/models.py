@@ -82,43 +82,155 @@ def make_norm(norm: str, train: bool, axis_name: str | None) -> Callable[..., nn
     raise ValueError(f"--norm={norm!r}: expected 'batch' or 'instance'")
 
 
-# Sub-pixel form of a 4x4 stride-2 'SAME' transposed conv. Along one axis the transposed conv
-# gives y[2q] = k[0] x[q-1] + k[2] x[q] and y[2q+1] = k[1] x[q] + k[3] x[q+1], i.e. a 3-tap
-# correlation over x[q-1..q+1] per output phase: _PHASE_TAPS[phase][tap] = kernel index or -1.
-_PHASE_TAPS = ((0, 2, -1), (-1, 1, 3))
+# --- The decoder's 2x upsampling conv, and a fast exact form of it ---------------------------
+# Each of the 4 output phases (row parity r, column parity c) of a 2x upsampling conv is a 2x2
+# stride-1 conv of the low-resolution input: along one axis phase p reads x[q-1+p], x[q+p].
+# _UP_TAPS[mode][p][tap] lists the kernel rows summed into that tap:
+#  transpose: 4x4 stride-2 'SAME' transposed conv: y[2q] = k0 x[q-1] + k2 x[q],
+#             y[2q+1] = k1 x[q] + k3 x[q+1].
+#  resize:    nearest 2x upsampling, then a 3x3 conv (zero padding 1): y[2q] = k0 x[q-1] +
+#             (k1 + k2) x[q], y[2q+1] = (k0 + k1) x[q] + k2 x[q+1].
+# ``impl="fast"`` computes the forward as four 2x2 convs and the backward by hand as two
+# matmuls over 2x2 patches: XLA:CPU runs the weight gradient of a transposed (or 'full'-padded)
+# conv about 20x slower than the equivalent matmul. ``impl="xla"`` runs the literal ops.
+# ``impl="auto"`` picks ``fast`` on CPU and ``xla`` elsewhere (cuDNN has native kernels); see
+# docs/design.md. Both compute the same function (tests: float64, 1e-10, values and gradients).
+CONV_IMPLS = ("auto", "xla", "fast")
+_UP_TAPS = {"transpose": (((0,), (2,)), ((1,), (3,))),
+            "resize": (((0,), (1, 2)), ((0, 1), (2,)))}
+UPSAMPLE_KERNEL = {"transpose": 4, "resize": 3}
 
 
-def subpixel_kernel(kernel: jax.Array) -> jax.Array:
-    """``(4, 4, Cin, Cout)`` transposed-conv kernel -> ``(3, 3, Cin, 4*Cout)`` conv kernel whose
-    output channels are ordered (row phase, column phase, Cout)."""
-    cin, cout = kernel.shape[2:]
-    padded = jnp.concatenate([kernel, jnp.zeros((1, 4, cin, cout), kernel.dtype)], 0)
-    padded = jnp.concatenate([padded, jnp.zeros((5, 1, cin, cout), kernel.dtype)], 1)  # index -1 -> 0
-    idx = np.asarray(_PHASE_TAPS)  # (phase, tap)
-    k = padded[idx[:, None, :, None], idx[None, :, None, :]]  # (r, c, a, b, Cin, Cout)
-    return k.transpose(2, 3, 4, 0, 1, 5).reshape(3, 3, cin, 4 * cout)
+def resolve_impl(impl: str) -> str:
+    """``auto`` -> ``fast`` on CPU, ``xla`` on other backends."""
+    if impl not in CONV_IMPLS:
+        raise ValueError(f"--conv_impl={impl!r}: expected one of {', '.join(CONV_IMPLS)}")
+    if impl == "auto":
+        return "fast" if jax.default_backend() == "cpu" else "xla"
+    return impl
 
 
-class Upsample2x(nn.Module):
-    """4x4 stride-2 transposed conv (flax ``nn.ConvTranspose(..., padding='SAME')``, same
-    parameters ``kernel (4, 4, Cin, Cout)`` and ``bias``): doubles H and W.
+def _tap_matrix(mode: str) -> np.ndarray:
+    """``(phase, tap, kernel row)`` 0/1 matrix of ``_UP_TAPS[mode]``."""
+    m = np.zeros((2, 2, UPSAMPLE_KERNEL[mode]), np.float32)
+    for p, taps in enumerate(_UP_TAPS[mode]):
+        for t, rows in enumerate(taps):
+            m[p, t, list(rows)] = 1.0
+    return m
 
-    Computed as a 3x3 conv with 4*Cout outputs followed by depth-to-space, which is the same
-    function (tested) and much faster under XLA:CPU than the dilated-input transposed conv."""
+
+def phase_kernel(kernel: jax.Array, mode: str) -> jax.Array:
+    """Upsampling kernel ``(k, k, Cin, Cout)`` -> ``(2, 2, Cin, 2, 2, Cout)``: the 2x2 kernel
+    (tap row, tap column, Cin) of each output phase (row phase, column phase, Cout)."""
+    m = jnp.asarray(_tap_matrix(mode), kernel.dtype)
+    return jnp.einsum("rau,cbv,uvio->abirco", m, m, kernel)
+
+
+def _conv(x, kernel, strides, padding):
+    return lax.conv_general_dilated(x, kernel, strides, padding,
+                                    dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def _interleave(y):
+    """``(B, H, 2, W, 2, C)`` (row phase at axis 2, column phase at axis 4) -> ``(B, 2H, 2W, C)``."""
+    b, h, _, w, _, c = y.shape
+    return y.reshape(b, 2 * h, 2 * w, c)
+
+
+def _patches(x):
+    """2x2 patches of ``x`` zero-padded by 1: ``(B, H+1, W+1, 2, 2, Cin)``."""
+    b, h, w, _ = x.shape
+    xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    return jnp.stack([jnp.stack([xp[:, a:a + h + 1, c:c + w + 1] for c in (0, 1)], 3)
+                      for a in (0, 1)], 3)
+
+
+@jax.custom_vjp
+def _phase_upsample(x, kp):
+    """Four 2x2 convs (phase r, c reads the input padded by (1-r, r) rows, (1-c, c) columns)."""
+    rows = [jnp.stack([_conv(x, kp[:, :, :, r, c], (1, 1), ((1 - r, r), (1 - c, c)))
+                       for c in (0, 1)], 3) for r in (0, 1)]
+    return _interleave(jnp.stack(rows, 2))
+
+
+def _phase_upsample_fwd(x, kp):
+    return _phase_upsample(x, kp), (x, kp)
+
+
+def _phase_upsample_bwd(res, dy):
+    # Phase (r, c) of the output at low-res position q is patch q + (r, c) of the padded input
+    # times kp[..., r, c, :]. Scatter each phase's gradient to its patch position, then the
+    # gradients are matmuls against the 2x2 patches.
+    x, kp = res
+    b, h, w, cin = x.shape
+    cout = kp.shape[-1]
+    dy = dy.reshape(b, h, 2, w, 2, cout)
+    dyp = jnp.stack([jnp.stack([jnp.pad(dy[:, :, r, :, c], ((0, 0), (r, 1 - r), (c, 1 - c), (0, 0)))
+                                for c in (0, 1)], 3) for r in (0, 1)], 3)  # (B, H+1, W+1, 2, 2, Cout)
+    dkp = jnp.einsum("nhwabi,nhwrco->abirco", _patches(x), dyp)
+    dp = jnp.einsum("nhwrco,abirco->nhwabi", dyp, kp)                    # (B, H+1, W+1, 2, 2, Cin)
+    dx = sum(jnp.pad(dp[:, :, :, a, c], ((0, 0), (a, 1 - a), (c, 1 - c), (0, 0)))
+             for a in (0, 1) for c in (0, 1))[:, 1:h + 1, 1:w + 1]
+    return dx, dkp
+
+
+_phase_upsample.defvjp(_phase_upsample_fwd, _phase_upsample_bwd)
+
+
+def upsample2x(x: jax.Array, kernel: jax.Array, mode: str, impl: str = "xla") -> jax.Array:
+    """2x upsampling conv, ``x (B, H, W, Cin)`` -> ``(B, 2H, 2W, Cout)``, no bias.
+
+    ``mode="transpose"``: 4x4 stride-2 transposed conv with 'SAME' padding (flax
+    ``nn.ConvTranspose(padding='SAME')``, kernel ``(4, 4, Cin, Cout)``), pix2pix's upsampling.
+    ``mode="resize"``: nearest-neighbour 2x resize then a 3x3 conv with zero padding 1 (kernel
+    ``(3, 3, Cin, Cout)``), which has no checkerboard artefacts (Odena et al., 2016).
+    ``impl="xla"`` runs those ops literally; ``"fast"`` the phase form (same function)."""
+    if resolve_impl(impl) == "xla":
+        if mode == "transpose":
+            return lax.conv_transpose(x, kernel, (2, 2), "SAME",
+                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        x = jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+        return _conv(x, kernel, (1, 1), ((1, 1), (1, 1)))
+    return _phase_upsample(x, phase_kernel(kernel, mode))
+
+
+class Conv(nn.Module):
+    """``nn.Conv``-compatible square conv (params ``kernel (k, k, Cin, Cout)``, ``bias``) with
+    symmetric zero padding."""
     features: int
+    kernel_size: int
+    stride: int = 1
+    padding: int = 0
     use_bias: bool = True
     dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x):
-        cin = x.shape[-1]
-        kernel = self.param("kernel", nn.initializers.lecun_normal(), (4, 4, cin, self.features))
-        y = lax.conv_general_dilated(x.astype(self.dtype), subpixel_kernel(kernel).astype(self.dtype),
-                                     (1, 1), ((1, 1), (1, 1)),
-                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
-        b, h, w, _ = y.shape
-        y = y.reshape(b, h, w, 2, 2, self.features).transpose(0, 1, 3, 2, 4, 5)
-        y = y.reshape(b, 2 * h, 2 * w, self.features)
+        k = self.kernel_size
+        kernel = self.param("kernel", nn.initializers.lecun_normal(),
+                            (k, k, x.shape[-1], self.features))
+        p = self.padding
+        y = _conv(x.astype(self.dtype), kernel.astype(self.dtype), (self.stride, self.stride),
+                  ((p, p), (p, p)))
+        if self.use_bias:
+            y = y + self.param("bias", nn.initializers.zeros_init(), (self.features,)).astype(self.dtype)
+        return y
+
+
+class Upsample2x(nn.Module):
+    """2x upsampling conv (``upsample2x``); params ``kernel (k, k, Cin, Cout)`` (k = 4 for
+    ``transpose``, the same as flax ``nn.ConvTranspose``; 3 for ``resize``) and ``bias``."""
+    features: int
+    mode: str = "transpose"
+    use_bias: bool = True
+    impl: str = "auto"
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        k = UPSAMPLE_KERNEL[self.mode]
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (k, k, x.shape[-1], self.features))
+        y = upsample2x(x.astype(self.dtype), kernel.astype(self.dtype), self.mode, self.impl)
         if self.use_bias:
             y = y + self.param("bias", nn.initializers.zeros_init(), (self.features,)).astype(self.dtype)
         return y
@@ -136,6 +248,8 @@ class Generator(nn.Module):
     num_downs: int = 8
     ngf: int = 64
     norm: str = "batch"
+    upsample: str = "transpose"   # decoder upsampling: transpose (pix2pix) | resize (nearest + 3x3)
+    impl: str = "auto"            # conv formulation (CONV_IMPLS); not part of the architecture
     axis_name: str | None = None
     dtype: Any = jnp.float32
 
@@ -150,8 +264,7 @@ class Generator(nn.Module):
             x = jnp.pad(x, ((0, 0), (0, ph), (0, pw), (0, 0)), mode="reflect")
 
         feats = [min(self.ngf * 2 ** i, 8 * self.ngf) for i in range(self.num_downs)]
-        conv = functools.partial(nn.Conv, kernel_size=(4, 4), strides=(2, 2),
-                                 padding=((1, 1), (1, 1)), dtype=self.dtype)
+        conv = functools.partial(Conv, kernel_size=4, stride=2, padding=1, dtype=self.dtype)
         skips = []
         for level, f in enumerate(feats):
             if level > 0:
@@ -166,7 +279,8 @@ class Generator(nn.Module):
                 x = jnp.concatenate([skips[level], x], axis=-1)
             x = nn.relu(x)
             out_features = feats[level - 1] if level > 0 else 1
-            x = Upsample2x(out_features, use_bias=bias or level == 0, dtype=self.dtype)(x)
+            x = Upsample2x(out_features, mode=self.upsample, use_bias=bias or level == 0,
+                           impl=self.impl, dtype=self.dtype)(x)
             if level > 0:
                 x = norm()(x)
         x = nn.sigmoid(x.astype(jnp.float32))
@@ -195,9 +309,8 @@ class Discriminator(nn.Module):
             last = i == n - 1
             normed = 0 < i < n - 1
             p = conv_padding(k)
-            x = nn.Conv(1 if last else min(self.ndf * 2 ** i, 8 * self.ndf), (k, k), strides=(s, s),
-                        padding=((p, p), (p, p)),
-                        use_bias=not (normed and self.norm == "batch"), dtype=self.dtype)(x)
+            x = Conv(1 if last else min(self.ndf * 2 ** i, 8 * self.ndf), k, stride=s, padding=p,
+                     use_bias=not (normed and self.norm == "batch"), dtype=self.dtype)(x)
             if not last:
                 if normed:
                     x = norm()(x)

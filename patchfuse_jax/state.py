@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import optax
 from flax.training import train_state
 
-from patchfuse_jax.config import Config
+from patchfuse_jax.config import Config, generator_arch
 from patchfuse_jax.models import Discriminator, Generator
 
 
@@ -38,7 +38,7 @@ class TrainState:
 
 def make_models(cfg: Config, axis_name: str | None = None) -> tuple[Generator, Discriminator]:
     """The generator and the (shared architecture) discriminator module for ``cfg``."""
-    gen = Generator(num_downs=cfg.num_downs, ngf=cfg.ngf, norm=cfg.norm, axis_name=axis_name)
+    gen = Generator(**generator_arch(cfg.to_dict()), impl=cfg.conv_impl, axis_name=axis_name)
     disc = Discriminator(layers=cfg.d_layers, ndf=cfg.ndf, norm=cfg.norm, axis_name=axis_name)
     return gen, disc
 

@@ -35,7 +35,7 @@ class NonFiniteError(FloatingPointError):
 
 def _write_samples(path: str, host_state: TrainState, cfg: Config, samples: dict[str, np.ndarray]) -> None:
     """PNG grid, one row per sample: IR | visible | fused."""
-    g = generator_fn(cfg.num_downs, cfg.ngf, cfg.norm)
+    g = generator_fn(cfg.to_dict())
     x = jnp.concatenate([samples["ir"], samples["vis"]], -1)
     fused = np.asarray(g(host_state.g.variables(), x))
     rows = [np.concatenate([a[..., 0], b[..., 0], f[..., 0]], axis=1)

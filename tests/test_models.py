@@ -60,16 +60,18 @@ def test_bad_discriminator_spec_names_flag():
         parse_discriminator_layers("4x2,banana")
 
 
+@pytest.mark.parametrize("impl", ["fast", "xla"])
 @pytest.mark.parametrize("hw", [(5, 7), (8, 8)])
-def test_upsample2x_equals_flax_conv_transpose(hw):
-    """The sub-pixel Upsample2x computes exactly nn.ConvTranspose(4x4, stride 2, 'SAME')."""
+def test_upsample2x_equals_flax_conv_transpose(hw, impl):
+    """Upsample2x (both formulations) computes exactly nn.ConvTranspose(4x4, stride 2, 'SAME')
+    with the same parameters."""
     import flax.linen as nn
     from patchfuse_jax.models import Upsample2x
 
     jax.config.update("jax_enable_x64", True)
     try:
         x = jax.random.normal(jax.random.key(0), (2, *hw, 3), jnp.float64)
-        up = Upsample2x(5, dtype=jnp.float64)
+        up = Upsample2x(5, impl=impl, dtype=jnp.float64)
         variables = up.init(jax.random.key(1), x)
         variables = jax.tree_util.tree_map(lambda v: v + 0.1, variables)  # non-zero bias too
         ref = nn.ConvTranspose(5, (4, 4), strides=(2, 2), padding="SAME", dtype=jnp.float64,
