@@ -29,7 +29,12 @@ flags.DEFINE_string("weight_pooling", D.weight_pooling, "IR weight map pooling: 
 flags.DEFINE_string("weight_scale", D.weight_scale, "raw | mean1 (each weight map divided by its mean).")
 flags.DEFINE_float("gamma", D.gamma, "Weight of the IR adversarial loss (Eq. 6).")
 flags.DEFINE_float("lam", D.lam, "lambda: weight of the visible adversarial loss (Eq. 6).")
+flags.DEFINE_float("ssim_weight", D.ssim_weight, "Weight of L_ssim in Eq. 6 (paper: 1).")
+flags.DEFINE_float("mse_weight", D.mse_weight, "Weight of L_mse in Eq. 6 (paper: 1).")
+flags.DEFINE_string("init", D.init, "flax (LeCun normal) | pix2pix (N(0, 0.02) convs, N(1, 0.02) norm scales).")
 flags.DEFINE_float("learning_rate", D.learning_rate, "Adam learning rate (all networks).")
+flags.DEFINE_string("lr_schedule", D.lr_schedule,
+                    "constant | linear (constant, then to 0 over the second half; pix2pix) | cosine.")
 flags.DEFINE_float("adam_b1", D.adam_b1, "Adam beta1.")
 flags.DEFINE_float("adam_b2", D.adam_b2, "Adam beta2.")
 # Data.
@@ -46,6 +51,9 @@ flags.DEFINE_integer("log_every", D.log_every, "Steps between metrics.jsonl line
 flags.DEFINE_integer("checkpoint_every", D.checkpoint_every, "Steps between checkpoints.")
 flags.DEFINE_integer("sample_every", D.sample_every, "Steps between sample grids (PNG).")
 flags.DEFINE_integer("keep_checkpoints", D.keep_checkpoints, "Checkpoints kept in the workdir.")
+flags.DEFINE_integer("eval_every", D.eval_every,
+                     "Steps between validation runs (0 = none); the best is exported to WORKDIR/best.msgpack.")
+flags.DEFINE_string("eval_split", D.eval_split, "File of validation stems in --data_dir (e.g. splits/roadscene_val.txt).")
 flags.DEFINE_string("parallel", D.parallel, "none | pmap (data-parallel over all devices).")
 flags.DEFINE_integer("per_device_batch_size", D.per_device_batch_size,
                      "pmap: images per device; global batch = this x device count (0: batch_size/devices).")

@@ -44,8 +44,14 @@ class Config:
     weight_scale: str = "raw"     # raw pooled [0,1] intensities | mean1 (each map divided by its mean)
     gamma: float = 0.1            # weight of L_adv_ir (Eq. 6)
     lam: float = 0.5              # lambda, weight of L_adv_vis (Eq. 6)
+    ssim_weight: float = 1.0      # weight of L_ssim in Eq. 6 (the paper: 1)
+    mse_weight: float = 1.0       # weight of L_mse in Eq. 6 (the paper: 1)
+    # Initialisation: flax (LeCun normal convs) | pix2pix (convs N(0, 0.02), norm scales N(1, 0.02)).
+    init: str = "flax"
     # Optimiser (the same Adam for all three networks).
     learning_rate: float = 1e-4
+    lr_schedule: str = "constant"  # constant | linear (pix2pix: constant, then linear to 0 over
+    #                               the second half) | cosine (to 0 at num_steps)
     adam_b1: float = 0.5          # pix2pix's beta1; the paper does not state it
     adam_b2: float = 0.999
     # Data.
@@ -62,6 +68,10 @@ class Config:
     checkpoint_every: int = 1000
     sample_every: int = 500
     keep_checkpoints: int = 3
+    # Evaluation during training (validation/Validator): every eval_every steps (0 = off) on the
+    # pairs of data_dir listed in eval_split; the best step is exported to WORKDIR/best.msgpack.
+    eval_every: int = 0
+    eval_split: str = ""
     # Parallelism (see docs/parallel.md).
     parallel: str = "none"        # none | pmap
     per_device_batch_size: int = 0  # pmap: images per device (0 = batch_size / device count)
@@ -73,6 +83,8 @@ class Config:
 
         for name, choices in (("weight_mode", WEIGHT_MODES), ("norm", NORMS), ("parallel", PARALLEL),
                               ("upsample", UPSAMPLES), ("conv_impl", CONV_IMPLS),
+                              ("init", ("flax", "pix2pix")),
+                              ("lr_schedule", ("constant", "linear", "cosine")),
                               ("weight_pooling", ("avg", "max", "none")),
                               ("weight_scale", ("raw", "mean1"))):
             need(getattr(self, name) in choices, name, f"expected one of {', '.join(choices)}")
@@ -90,6 +102,11 @@ class Config:
         need(self.per_device_batch_size >= 0, "per_device_batch_size", "must be >= 0")
         need(self.learning_rate > 0, "learning_rate", "must be > 0")
         need(self.gamma >= 0 and self.lam >= 0, "gamma", "gamma and lam must be >= 0")
+        need(self.ssim_weight >= 0 and self.mse_weight >= 0, "ssim_weight",
+             "ssim_weight and mse_weight must be >= 0")
+        need(self.eval_every >= 0, "eval_every", "must be >= 0")
+        need(not (self.eval_every and not self.eval_split), "eval_every",
+             "needs --eval_split (a file of validation stems in --data_dir)")
         need(min(self.crop_size) >= 11, "crop_size", "must be at least 11x11 (SSIM window)")
         geom = receptive_field(self.d_layers)
         need(min(self.crop_size) >= geom.stride * 2, "crop_size",

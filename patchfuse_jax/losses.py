@@ -43,6 +43,8 @@ def content_loss(fused: jax.Array, ir: jax.Array, vis: jax.Array) -> tuple[jax.A
     return l_ssim, l_mse
 
 
-def generator_loss(l_ssim, l_mse, adv_ir, adv_vis, *, gamma: float, lam: float) -> jax.Array:
-    """Eq. 6: ``L_G = L_ssim + L_mse + gamma * L_adv_ir + lambda * L_adv_vis``."""
-    return l_ssim + l_mse + gamma * adv_ir + lam * adv_vis
+def generator_loss(l_ssim, l_mse, adv_ir, adv_vis, *, gamma: float, lam: float,
+                   ssim_weight: float = 1.0, mse_weight: float = 1.0) -> jax.Array:
+    """Eq. 6: ``L_G = L_ssim + L_mse + gamma * L_adv_ir + lambda * L_adv_vis``; the content
+    terms may be weighted (``ssim_weight``, ``mse_weight``; the paper's weights are 1)."""
+    return ssim_weight * l_ssim + mse_weight * l_mse + gamma * adv_ir + lam * adv_vis

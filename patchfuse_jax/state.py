@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 import flax.struct
+import flax.traverse_util
 import jax
 import jax.numpy as jnp
 import optax
@@ -43,8 +44,37 @@ def make_models(cfg: Config, axis_name: str | None = None) -> tuple[Generator, D
     return gen, disc
 
 
+def learning_rate_schedule(cfg: Config) -> optax.Schedule:
+    """``constant``; ``linear``: constant for the first half of ``num_steps``, then linearly to 0
+    (pix2pix's schedule); ``cosine``: cosine decay to 0 at ``num_steps``."""
+    lr, n = cfg.learning_rate, cfg.num_steps
+    if cfg.lr_schedule == "linear":
+        return optax.join_schedules([optax.constant_schedule(lr),
+                                     optax.linear_schedule(lr, 0.0, n - n // 2)], [n // 2])
+    if cfg.lr_schedule == "cosine":
+        return optax.cosine_decay_schedule(lr, n)
+    return optax.constant_schedule(lr)
+
+
 def make_optimizer(cfg: Config) -> optax.GradientTransformation:
-    return optax.adam(cfg.learning_rate, b1=cfg.adam_b1, b2=cfg.adam_b2)
+    return optax.adam(learning_rate_schedule(cfg), b1=cfg.adam_b1, b2=cfg.adam_b2)
+
+
+def pix2pix_init(variables, key: jax.Array):
+    """pix2pix's ``init_weights('normal', 0.02)``: conv kernels ~ N(0, 0.02), norm scales ~
+    N(1, 0.02), biases 0. ``variables``: a module's init output (only ``params`` change)."""
+    flat = flax.traverse_util.flatten_dict(variables["params"])
+    keys = jax.random.split(key, len(flat))
+    out = {}
+    for k_rng, (path, v) in zip(keys, sorted(flat.items())):
+        if path[-1] == "kernel":
+            v = 0.02 * jax.random.normal(k_rng, v.shape, v.dtype)
+        elif path[-1] == "scale":
+            v = 1.0 + 0.02 * jax.random.normal(k_rng, v.shape, v.dtype)
+        elif path[-1] == "bias":
+            v = jnp.zeros_like(v)
+        out[path] = v
+    return {**variables, "params": flax.traverse_util.unflatten_dict(out)}
 
 
 def create_train_state(cfg: Config, axis_name: str | None = None) -> TrainState:
@@ -63,8 +93,12 @@ def create_train_state(cfg: Config, axis_name: str | None = None) -> TrainState:
     def init(seed):
         rng = jax.random.key(seed)
         rng, k_g, k_i, k_v = jax.random.split(rng, 4)
-        return (jax.random.key_data(rng), gen.init(k_g, x_g, train=False),
-                disc.init(k_i, x_d, train=False), disc.init(k_v, x_d, train=False))
+        v_g, v_i, v_v = (gen.init(k_g, x_g, train=False), disc.init(k_i, x_d, train=False),
+                         disc.init(k_v, x_d, train=False))
+        if cfg.init == "pix2pix":
+            v_g, v_i, v_v = (pix2pix_init(v, jax.random.fold_in(k, 1))
+                             for v, k in ((v_g, k_g), (v_i, k_i), (v_v, k_v)))
+        return jax.random.key_data(rng), v_g, v_i, v_v
 
     opts = CPU_FAST_COMPILE if jax.default_backend() == "cpu" else None
     compiled = jax.jit(init).lower(jnp.int32(cfg.seed)).compile(compiler_options=opts)

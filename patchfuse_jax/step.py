@@ -81,7 +81,8 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, cfg: Config,
         wmap = ir_weight_map(ir, s_ir.shape[1:], geom, cfg.weight_pooling, cfg.weight_scale)
         adv_ir = losses.lsgan_g_loss(s_ir, wmap if weight_g else None)
         adv_vis = losses.lsgan_g_loss(s_vis)
-        total = losses.generator_loss(l_ssim, l_mse, adv_ir, adv_vis, gamma=cfg.gamma, lam=cfg.lam)
+        total = losses.generator_loss(l_ssim, l_mse, adv_ir, adv_vis, gamma=cfg.gamma, lam=cfg.lam,
+                                      ssim_weight=cfg.ssim_weight, mse_weight=cfg.mse_weight)
         return total, dict(l_ssim=l_ssim, l_mse=l_mse, adv_ir=adv_ir, adv_vis=adv_vis,
                            w_mean=jnp.mean(wmap))
 

@@ -21,10 +21,12 @@ from tqdm import tqdm
 from patchfuse_jax import data, io
 from patchfuse_jax.checkpoint import Checkpoints
 from patchfuse_jax.config import Config
-from patchfuse_jax.inference import generator_fn
+from patchfuse_jax.export import export_generator
+from patchfuse_jax.inference import generator_fn, make_fuse_params
 from patchfuse_jax.models import receptive_field
 from patchfuse_jax.parallel import Parallel
 from patchfuse_jax.state import TrainState, create_train_state, param_count
+from patchfuse_jax.validation import Validator, selection_key
 
 log = logging.getLogger("patchfuse_jax")
 
@@ -91,6 +93,11 @@ def train_and_evaluate(cfg: Config, workdir: str, *, show_progress: bool = True)
                               synthetic_hw=cfg.synthetic_size, synthetic_pairs=cfg.synthetic_pairs)
     data.check_source(source, cfg.crop_size)  # every pair readable, aligned and big enough: fail now
     samples = data.fixed_sample_batch(source, min(4, len(source)), cfg.crop_size)
+    validator = None
+    if cfg.eval_every and par.is_main:
+        validator = Validator(cfg.data_dir, cfg.eval_split)
+        log.info("validation: %d pairs of %s; Average fusion scores %s", len(validator),
+                 cfg.eval_split, {k: round(v, 4) for k, v in validator.average.items()})
 
     # --- State (host copy: what checkpoints hold, whatever the device count) ------------------
     host_state = jax.device_get(create_train_state(cfg, par.axis_name))
@@ -148,6 +155,31 @@ def train_and_evaluate(cfg: Config, workdir: str, *, show_progress: bool = True)
             ckpts.save(par.host_state(state), cfg)
             last_saved = step
 
+    best_path = os.path.join(workdir, "best.json")
+    best = None
+    if validator is not None and os.path.exists(best_path):
+        with open(best_path) as f:
+            best = json.load(f)
+
+    def run_eval():
+        nonlocal best
+        if validator is None:
+            return
+        host = jax.device_get(par.host_state(state))
+        params = make_fuse_params(host.g.variables(), cfg.to_dict(), step)
+        t0 = time.perf_counter()
+        res = validator.evaluate(params)
+        log.info("step %d validation (%.0f s): %s", step, time.perf_counter() - t0,
+                 {k: round(v, 4) for k, v in res.items()})
+        with open(metrics_path, "a") as f:
+            f.write(json.dumps({"step": step, **{f"val_{k}": v for k, v in res.items()}}) + "\n")
+        if best is None or selection_key(res) > selection_key(best["val"]):
+            export_generator(params, os.path.join(workdir, "best.msgpack"))
+            best = {"step": step, "val": res, "average": validator.average,
+                    "criterion": "wins over Average fusion (of 6 paper metrics), then mean relative margin"}
+            with open(best_path, "w") as f:
+                json.dump(best, f, indent=2)
+
     def write_samples():
         host = par.host_state(state)
         if par.is_main:
@@ -165,6 +197,8 @@ def train_and_evaluate(cfg: Config, workdir: str, *, show_progress: bool = True)
                 write_samples()
             if step % cfg.checkpoint_every == 0:
                 save()
+            if cfg.eval_every and step % cfg.eval_every == 0:
+                run_eval()
     except (KeyboardInterrupt, data.DataError, io.ImageError) as e:  # keep the work done so far
         bar.close()
         if any(x.is_deleted() for x in jax.tree_util.tree_leaves(state)):
@@ -181,6 +215,8 @@ def train_and_evaluate(cfg: Config, workdir: str, *, show_progress: bool = True)
     # --- Finish --------------------------------------------------------------------------------
     save()
     write_samples()
+    if cfg.eval_every and step % cfg.eval_every != 0:
+        run_eval()
     ckpts.wait()
     bar.close()
     return par.host_state(state)

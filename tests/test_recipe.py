@@ -1,0 +1,111 @@
+"""The trained-model recipe's pieces: evaluation during training with a best export, the
+selection criterion, pix2pix initialisation, learning-rate schedules, weighted content terms."""
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from patchfuse_jax import io, losses, trainer
+from patchfuse_jax.config import Config, ConfigError
+from patchfuse_jax.state import create_train_state, learning_rate_schedule
+from patchfuse_jax.synthetic import synthetic_pair
+from patchfuse_jax.validation import Validator, selection_key, summarize
+from tests.conftest import TINY
+
+
+def _pair_folder(root, n=4, hw=(40, 48)):
+    for d in ("ir", "vis"):
+        os.makedirs(os.path.join(root, d), exist_ok=True)
+    for i in range(n):
+        ir, vis = synthetic_pair(7, i, hw)
+        io.save_image(os.path.join(root, "ir", f"p{i}.png"), ir)
+        io.save_image(os.path.join(root, "vis", f"p{i}.png"), vis)
+    with open(os.path.join(root, "train.txt"), "w") as f:
+        f.write("p0\np1\n")
+    with open(os.path.join(root, "val.txt"), "w") as f:
+        f.write("# validation\np2\np3\n")
+    return root
+
+
+def test_selection_counts_wins_then_margin():
+    ref = dict(CC=1.0, MS_SSIM=0.8, SCD=1.0, FMI_dct=0.4, SSIM_a=0.7, PSNR=16.0)
+    better = summarize({**ref, "SCD": 1.5, "PSNR": 15.0}, ref)      # 5 wins (ties count)
+    worse = summarize({**ref, "SCD": 2.0, "PSNR": 15.0, "CC": 0.9}, ref)  # 4 wins, larger margin
+    assert better["wins"] == 5 and worse["wins"] == 4
+    assert worse["margin"] > better["margin"]
+    assert selection_key(better) > selection_key(worse)
+
+
+def test_validator_scores_average_fusion_as_evaluate_does(tmp_path):
+    from patchfuse_jax import baselines, metrics
+    from patchfuse_jax.evaluation import _quantize
+    root = _pair_folder(str(tmp_path / "d"))
+    v = Validator(root, os.path.join(root, "val.txt"))
+    assert len(v) == 2
+    per = []
+    for stem in ("p2", "p3"):
+        a = io.read_image(os.path.join(root, "ir", stem + ".png")).astype(np.float64)
+        b = io.read_image(os.path.join(root, "vis", stem + ".png")).astype(np.float64)
+        f = _quantize(baselines.average(a / 255.0, b / 255.0)).astype(np.float64)  # as evaluate.py
+        per.append(metrics.compute(a, b, f, metrics.PAPER_METRICS))
+    for m in metrics.PAPER_METRICS:
+        np.testing.assert_allclose(v.average[m], np.mean([p[m] for p in per]), rtol=1e-12,
+                                   equal_nan=True)
+
+
+def test_training_evaluates_and_exports_the_best_step(tmp_path):
+    from patchfuse_jax.export import load_export
+    from patchfuse_jax.inference import fuse
+    root = _pair_folder(str(tmp_path / "d"))
+    wd = str(tmp_path / "run")
+    cfg = Config(**{**TINY, "data_dir": root, "train_split": os.path.join(root, "train.txt"),
+                    "eval_split": os.path.join(root, "val.txt"), "eval_every": 2, "num_steps": 5})
+    trainer.train_and_evaluate(cfg, wd, show_progress=False)
+    rows = [json.loads(x) for x in open(os.path.join(wd, "metrics.jsonl"))]
+    evals = [r for r in rows if "val_wins" in r]
+    assert [r["step"] for r in evals] == [2, 4, 5]  # every 2 steps and at the end
+    best = json.load(open(os.path.join(wd, "best.json")))
+    chosen = max(evals, key=lambda r: (r["val_wins"], r["val_margin"]))
+    assert best["step"] == chosen["step"]
+    params = load_export(os.path.join(wd, "best.msgpack"))
+    assert params.step == best["step"]
+    out = fuse(params, *synthetic_pair(7, 2, (40, 48)))
+    assert out.shape == (40, 48) and np.isfinite(out).all()
+
+
+def test_eval_every_needs_a_split():
+    with pytest.raises(ConfigError, match="--eval_every"):
+        Config(eval_every=10)
+
+
+def test_pix2pix_init_statistics():
+    cfg = Config(**{**TINY, "ngf": 16, "init": "pix2pix"})
+    state = create_train_state(cfg)
+    flat = jax.tree_util.tree_flatten_with_path(state.g.params)[0]
+    kernels = np.concatenate([np.ravel(v) for p, v in flat if "kernel" in str(p[-1])])
+    scales = np.concatenate([np.ravel(v) for p, v in flat if "scale" in str(p[-1])])
+    assert abs(kernels.std() - 0.02) < 0.002 and abs(kernels.mean()) < 0.002
+    assert abs(scales.mean() - 1.0) < 0.025 and 0.005 < scales.std() < 0.04  # 16 values
+    default = create_train_state(Config(**{**TINY, "ngf": 16}))
+    k0 = np.ravel(default.g.params["Conv_1"]["kernel"])
+    assert k0.std() > 0.05  # LeCun normal: 1/sqrt(fan_in), far from 0.02
+
+
+@pytest.mark.parametrize("name,at", [("constant", [1, 1, 1, 1]), ("linear", [1, 1, 0.5, 0.0]),
+                                     ("cosine", [1, 0.5 + 0.5 * np.cos(np.pi * 0.25), 0.5, 0.0])])
+def test_learning_rate_schedules(name, at):
+    cfg = Config(**{**TINY, "num_steps": 100, "learning_rate": 1.0, "lr_schedule": name})
+    sched = learning_rate_schedule(cfg)
+    got = [float(sched(s)) for s in (0, 25, 75 if name == "linear" else 50, 100)]
+    np.testing.assert_allclose(got, at, atol=1e-6)
+
+
+def test_content_weights_scale_their_terms():
+    total = losses.generator_loss(0.3, 0.02, 0.25, 0.5, gamma=0.1, lam=0.5, ssim_weight=2.0,
+                                  mse_weight=10.0)
+    assert float(total) == pytest.approx(2 * 0.3 + 10 * 0.02 + 0.1 * 0.25 + 0.5 * 0.5)
+    assert float(losses.generator_loss(0.3, 0.02, 0.25, 0.5, gamma=0.1, lam=0.5)) == pytest.approx(
+        0.3 + 0.02 + 0.025 + 0.25)  # Eq. 6 as printed
