@@ -22,7 +22,9 @@ flags.DEFINE_string("d_arch", D.d_arch, "PatchGAN layers: pix2pix70 | paper65 | 
 flags.DEFINE_string("norm", D.norm, "batch | instance.")
 flags.DEFINE_string("upsample", D.upsample, "Decoder upsampling: transpose (pix2pix) | resize (nearest + 3x3 conv).")
 flags.DEFINE_string("conv_impl", D.conv_impl,
-                    "Stride-2 conv formulation: auto (fast on CPU, xla elsewhere) | fast | xla. Same function.")
+                    "Upsampling conv formulation: auto (fast on CPU, xla elsewhere) | fast | xla. Same function.")
+flags.DEFINE_string("compute_dtype", D.compute_dtype,
+                    "float32 | bfloat16 (mixed precision: params, Adam state, losses, BN stats stay float32).")
 # Loss.
 flags.DEFINE_string("weight_mode", D.weight_mode, "Where the IR weight map is used: none | d | g | dg.")
 flags.DEFINE_string("weight_pooling", D.weight_pooling, "IR weight map pooling: avg | max | none.")

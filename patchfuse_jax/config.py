@@ -37,7 +37,9 @@ class Config:
     d_arch: str = "paper65"       # preset name or '4s2,4s2,...' (kernel s stride per conv)
     norm: str = "batch"           # batch (paper) | instance
     upsample: str = "transpose"   # decoder upsampling: transpose (pix2pix 4x4 stride-2) | resize
-    conv_impl: str = "auto"       # auto | xla | fast: formulation of stride-2 convs (same function)
+    conv_impl: str = "auto"       # auto | xla | fast: formulation of the upsampling conv (same function)
+    compute_dtype: str = "float32"  # float32 | bfloat16 activations/convs; params, Adam, losses
+    #                                 and BatchNorm statistics stay float32
     # Loss (Eq. 2-8).
     weight_mode: str = "dg"       # where W is used: none | d (D_ir, Eq. 2) | g (G, Eq. 7) | dg (both)
     weight_pooling: str = "avg"   # avg | max | none (all ones)
@@ -84,6 +86,7 @@ class Config:
         for name, choices in (("weight_mode", WEIGHT_MODES), ("norm", NORMS), ("parallel", PARALLEL),
                               ("upsample", UPSAMPLES), ("conv_impl", CONV_IMPLS),
                               ("init", ("flax", "pix2pix")),
+                              ("compute_dtype", ("float32", "bfloat16")),
                               ("lr_schedule", ("constant", "linear", "cosine")),
                               ("weight_pooling", ("avg", "max", "none")),
                               ("weight_scale", ("raw", "mean1"))):

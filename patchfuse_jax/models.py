@@ -71,14 +71,15 @@ def receptive_field(layers: Sequence[tuple[int, int]]) -> PatchGeometry:
     return PatchGeometry(size, jump, pad)
 
 
-def make_norm(norm: str, train: bool, axis_name: str | None) -> Callable[..., nn.Module]:
-    """BatchNorm (running stats in ``batch_stats``; synced over ``axis_name``) or InstanceNorm."""
+def make_norm(norm: str, train: bool, axis_name: str | None, dtype: Any = None) -> Callable[..., nn.Module]:
+    """BatchNorm (running stats in ``batch_stats``; synced over ``axis_name``) or InstanceNorm.
+    Statistics are always reduced in float32; ``dtype`` is the output's."""
     if norm == "batch":
         # PyTorch defaults (momentum 0.1 == flax momentum 0.9, eps 1e-5), as in pix2pix.
         return functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
-                                 epsilon=1e-5, axis_name=axis_name)
+                                 epsilon=1e-5, axis_name=axis_name, dtype=dtype)
     if norm == "instance":
-        return functools.partial(nn.InstanceNorm, epsilon=1e-5)
+        return functools.partial(nn.InstanceNorm, epsilon=1e-5, dtype=dtype)
     raise ValueError(f"--norm={norm!r}: expected 'batch' or 'instance'")
 
 
@@ -255,7 +256,7 @@ class Generator(nn.Module):
 
     @nn.compact
     def __call__(self, x, *, train: bool):
-        norm = make_norm(self.norm, train, self.axis_name)
+        norm = make_norm(self.norm, train, self.axis_name, self.dtype)
         bias = self.norm != "batch"  # a bias before BatchNorm has no effect (as pix2pix)
         h, w = x.shape[1:3]
         m = 2 ** self.num_downs
@@ -302,7 +303,7 @@ class Discriminator(nn.Module):
 
     @nn.compact
     def __call__(self, x, *, train: bool):
-        norm = make_norm(self.norm, train, self.axis_name)
+        norm = make_norm(self.norm, train, self.axis_name, self.dtype)
         x = x * 2.0 - 1.0  # centre the input like pix2pix's [-1, 1] images
         n = len(self.layers)
         for i, (k, s) in enumerate(self.layers):
