@@ -5,6 +5,7 @@ workdir's latest checkpoint. See README.md for the flags that matter.
 """
 import dataclasses
 import logging
+import signal
 import sys
 
 from absl import app, flags
@@ -72,7 +73,12 @@ def config_from_flags() -> Config:
     return Config(**kw)
 
 
+def _stop_on_sigterm(signum, frame):
+    raise KeyboardInterrupt  # the trainer saves a checkpoint, as on Ctrl-C
+
+
 def main(argv):
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)  # cluster schedulers and `kill` stop cleanly
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")

@@ -76,3 +76,27 @@ def test_misaligned_pair_stops_before_training_naming_both_files(tmp_path):
     r = _train(f"--workdir={tmp_path / 'run'}", f"--data_dir={root}", "--crop_size=32x32")
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert "b.png" in r.stderr and "40x40" in r.stderr and "44x40" in r.stderr
+
+
+def test_sigterm_saves_a_checkpoint_like_ctrl_c(tmp_path):
+    """`kill` (SIGTERM, what schedulers send) stops train.py with a checkpoint of the work done."""
+    import signal
+    import time
+    wd = tmp_path / "run"
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    p = subprocess.Popen([sys.executable, str(REPO / "train.py"), "--flagfile=configs/demo.flags",
+                          f"--workdir={wd}", "--num_steps=100000", "--log_every=1",
+                          "--checkpoint_every=100000", "--sample_every=100000"],
+                         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 240
+        while not (wd / "metrics.jsonl").exists() and time.time() < deadline and p.poll() is None:
+            time.sleep(0.5)
+        assert (wd / "metrics.jsonl").exists(), p.stderr.read() if p.poll() is not None else "no metrics"
+        p.send_signal(signal.SIGTERM)
+        _, err = p.communicate(timeout=120)
+    finally:
+        p.kill()
+    assert p.returncode == 130, err[-2000:]
+    assert "saved checkpoint" in err
+    assert any(name.isdigit() for name in os.listdir(wd / "checkpoints"))
