@@ -22,6 +22,8 @@ flags.DEFINE_integer("ndf", D.ndf, "Discriminator width.")
 flags.DEFINE_string("d_arch", D.d_arch, "PatchGAN layers: pix2pix70 | paper65 | e.g. '4s2,4s2,4s2,4s1,4s1'.")
 flags.DEFINE_string("norm", D.norm, "batch | instance.")
 flags.DEFINE_string("upsample", D.upsample, "Decoder upsampling: transpose (pix2pix) | resize (nearest + 3x3 conv).")
+flags.DEFINE_bool("input_skip", D.input_skip,
+                  "Generator: concatenate the input to the last decoder features, then a 3x3 conv (not in the paper).")
 flags.DEFINE_string("conv_impl", D.conv_impl,
                     "Upsampling conv formulation: auto (fast on CPU, xla elsewhere) | fast | xla. Same function.")
 flags.DEFINE_string("compute_dtype", D.compute_dtype,

@@ -18,10 +18,10 @@ UPSAMPLES = ("transpose", "resize")
 PARALLEL = ("none", "pmap")
 
 # Changing any of these makes a checkpoint unusable (different parameter shapes/semantics).
-ARCHITECTURE_KEYS = ("num_downs", "ngf", "ndf", "d_arch", "norm", "upsample")
+ARCHITECTURE_KEYS = ("num_downs", "ngf", "ndf", "d_arch", "norm", "upsample", "input_skip")
 # The Config fields that are ``Generator`` constructor arguments (its architecture). A saved
 # config without one of them (older runs) means the Generator's default for it.
-GENERATOR_KEYS = ("num_downs", "ngf", "norm", "upsample")
+GENERATOR_KEYS = ("num_downs", "ngf", "norm", "upsample", "input_skip")
 
 
 class ConfigError(ValueError):
@@ -37,6 +37,7 @@ class Config:
     d_arch: str = "paper65"       # preset name or '4s2,4s2,...' (kernel s stride per conv)
     norm: str = "batch"           # batch (paper) | instance
     upsample: str = "transpose"   # decoder upsampling: transpose (pix2pix 4x4 stride-2) | resize
+    input_skip: bool = False      # generator: full-resolution input skip into a final 3x3 conv
     conv_impl: str = "auto"       # auto | xla | fast: formulation of the upsampling conv (same function)
     compute_dtype: str = "float32"  # float32 | bfloat16 activations/convs; params, Adam, losses
     #                                 and BatchNorm statistics stay float32

@@ -245,11 +245,17 @@ class Generator(nn.Module):
     num_downs). The decoder mirrors it with ReLU, ``Upsample2x`` and norm, concatenating the
     encoder feature of the same level (skip connection). Dropout of pix2pix is not used.
     Convs followed by BatchNorm have no bias (as pix2pix).
+
+    ``input_skip=True`` (not in pix2pix or the paper): the outermost upsampling gives ``ngf``
+    features instead of the output; after ReLU they are concatenated with the (padded) input
+    ``[IR, visible]`` and a 3x3 conv (zero padding 1, bias) gives the output. This is the only
+    full-resolution skip, so source pixels reach the output without passing a stride-2 conv.
     """
     num_downs: int = 8
     ngf: int = 64
     norm: str = "batch"
     upsample: str = "transpose"   # decoder upsampling: transpose (pix2pix) | resize (nearest + 3x3)
+    input_skip: bool = False      # full-resolution skip of the input into a final 3x3 conv
     impl: str = "auto"            # conv formulation (CONV_IMPLS); not part of the architecture
     axis_name: str | None = None
     dtype: Any = jnp.float32
@@ -263,6 +269,7 @@ class Generator(nn.Module):
         ph, pw = (-h) % m, (-w) % m
         if ph or pw:
             x = jnp.pad(x, ((0, 0), (0, ph), (0, pw), (0, 0)), mode="reflect")
+        inputs = x
 
         feats = [min(self.ngf * 2 ** i, 8 * self.ngf) for i in range(self.num_downs)]
         conv = functools.partial(Conv, kernel_size=4, stride=2, padding=1, dtype=self.dtype)
@@ -279,11 +286,14 @@ class Generator(nn.Module):
             if level < self.num_downs - 1:
                 x = jnp.concatenate([skips[level], x], axis=-1)
             x = nn.relu(x)
-            out_features = feats[level - 1] if level > 0 else 1
+            out_features = feats[level - 1] if level > 0 else (self.ngf if self.input_skip else 1)
             x = Upsample2x(out_features, mode=self.upsample, use_bias=bias or level == 0,
                            impl=self.impl, dtype=self.dtype)(x)
             if level > 0:
                 x = norm()(x)
+        if self.input_skip:
+            x = jnp.concatenate([nn.relu(x), inputs.astype(x.dtype)], axis=-1)
+            x = Conv(1, 3, padding=1, dtype=self.dtype)(x)
         x = nn.sigmoid(x.astype(jnp.float32))
         return x[:, :h, :w, :]
 

@@ -36,9 +36,10 @@ def test_receptive_field_measured_from_gradients(spec):
     assert cols[0] == i * geom.stride - geom.padding
 
 
+@pytest.mark.parametrize("input_skip", [False, True])
 @pytest.mark.parametrize("hw", [(32, 32), (37, 50), (8, 200)])
-def test_generator_any_size_output_in_unit_range(hw):
-    g = Generator(num_downs=3, ngf=4)
+def test_generator_any_size_output_in_unit_range(hw, input_skip):
+    g = Generator(num_downs=3, ngf=4, input_skip=input_skip)
     x = jax.random.uniform(jax.random.key(0), (2, *hw, 2))
     variables = g.init(jax.random.key(1), x, train=False)
     y = g.apply(variables, x, train=False)
@@ -82,3 +83,17 @@ def test_upsample2x_equals_flax_conv_transpose(hw, impl):
         np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-12, atol=1e-12)
     finally:
         jax.config.update("jax_enable_x64", False)
+
+
+def test_input_skip_reaches_the_output_through_one_3x3_conv():
+    """With input_skip the last layer is a 3x3 conv over [decoder features, IR, visible]."""
+    g = Generator(num_downs=3, ngf=4, norm="instance", input_skip=True)
+    x = jax.random.uniform(jax.random.key(0), (1, 32, 32, 2))
+    v = g.init(jax.random.key(1), x, train=False)
+    assert v["params"]["Conv_3"]["kernel"].shape == (3, 3, 4 + 2, 1)
+    assert v["params"]["Upsample2x_2"]["kernel"].shape[-1] == 4  # ngf features, not the output
+    # Zeroing the input rows of the final kernel changes the output: the input is used directly.
+    k = v["params"]["Conv_3"]["kernel"]
+    cut = jax.tree_util.tree_map(lambda a: a, v)
+    cut["params"]["Conv_3"]["kernel"] = k.at[:, :, 4:].set(0.0)
+    assert float(jnp.abs(g.apply(v, x, train=False) - g.apply(cut, x, train=False)).max()) > 1e-4
