@@ -16,7 +16,9 @@ flags.DEFINE_string("ir_dir", None, "Folder of infrared source images.")
 flags.DEFINE_string("vis_dir", None, "Folder of visible source images (paired with --ir_dir by file stem).")
 flags.DEFINE_string("split", None, "Optional file of stems to evaluate, one per line ('#' comments).")
 flags.DEFINE_multi_string("method", [], "NAME=DIR: a method's fused images (matched by stem). Repeatable.")
-flags.DEFINE_string("checkpoint", None, "Workdir of a trained model: fuse on the fly and evaluate it.")
+flags.DEFINE_string("checkpoint", None,
+                    "A trained model to fuse on the fly and evaluate: a workdir, an exported .msgpack file, "
+                    "or 'pretrained' (the package's default weights).")
 flags.DEFINE_string("checkpoint_name", "patchfuse", "Method name of the --checkpoint model in the tables.")
 flags.DEFINE_bool("baselines", False, "Also evaluate the classical baselines Average, Max, LP, GFF.")
 flags.DEFINE_string("metrics", "all", "Comma-separated metric names, or groups: paper (6), all (14), textbook (MI/VIF/Qabf without toolbox quirks).")

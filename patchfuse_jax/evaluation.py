@@ -143,8 +143,8 @@ def _resolve_methods(pairs, methods, checkpoint, checkpoint_name, baselines) -> 
                                   f"{format_list(lacking)}")
         out.append(Method(name, "folder", folder, {s: found[s] for s in pairs}))
     if checkpoint:
-        if not os.path.isdir(checkpoint):
-            raise EvaluationError(f"--checkpoint {checkpoint}: no such folder")
+        if checkpoint != "pretrained" and not os.path.exists(checkpoint):
+            raise EvaluationError(f"--checkpoint {checkpoint}: no such folder or file")
         out.append(Method(checkpoint_name, "model", checkpoint))
     if baselines:
         out.extend(Method(n, "baseline", n) for n in baselines_mod.BASELINES)
@@ -243,7 +243,11 @@ def evaluate(ir_dir: str, vis_dir: str, methods: Mapping[str, str] | Sequence[st
                 raise
             raise EvaluationError("--checkpoint needs patchfuse_jax.inference, which is not installed") from None
         try:
-            params = load_checkpoint(model.source)
+            if model.source == "pretrained":  # the package's default weights
+                from .export import pretrained
+                params = pretrained()
+            else:
+                params = load_checkpoint(model.source)
         except CheckpointError as e:
             raise EvaluationError(f"--checkpoint: {e}") from None
     workers = default_workers(len(pairs)) if workers is None else workers

@@ -294,9 +294,11 @@ def test_roadscene_splits_and_batch():
     root = shared_data("roadscene")
     train = read_split(REPO / "splits" / "roadscene_train.txt")
     test = read_split(REPO / "splits" / "roadscene_test.txt")
+    val = read_split(REPO / "splits" / "roadscene_val.txt")
     allsrc = PairFolder(root)
-    assert len(allsrc) == 221 and len(test) == 20 and len(train) == 201
-    assert sorted(train + test) == allsrc.stems and not set(train) & set(test)
+    assert len(allsrc) == 221 and len(test) == 20 and len(val) == 20 and len(train) == 181
+    assert sorted(train + val + test) == allsrc.stems  # a partition: no stem twice
+    assert not (set(train) & set(test) or set(train) & set(val) or set(val) & set(test))
     src = make_source(str(root), str(REPO / "splits" / "roadscene_train.txt"))
     b = sample_batch(src, seed=0, step=0, batch_size=2, crop_hw=(256, 512))
     assert b["ir"].shape == b["vis"].shape == (2, 256, 512, 1)

@@ -127,3 +127,27 @@ def test_bfloat16_compute_keeps_float32_state_and_trains():
     # bf16 rounding only: the same step in float32 gives nearly the same losses.
     _, m32 = jax.jit(functools.partial(train_step, cfg=Config(**TINY)))(create_train_state(Config(**TINY)), batch)
     assert float(m["l_ssim"]) == pytest.approx(float(m32["l_ssim"]), rel=0.05)
+
+
+def test_shipped_weights_match_the_shipped_recipe():
+    """patchfuse_jax/weights/default.msgpack was trained with configs/recipe/shipped.flags: same
+    generator architecture, under 10 MB, and its recorded config carries the recipe's losses."""
+    import subprocess
+    import sys
+    from patchfuse_jax.config import generator_arch
+    from patchfuse_jax.export import default_weights, read_export_metadata
+    from tests.conftest import REPO
+    res = default_weights()
+    if not res.is_file():
+        pytest.skip("no default weights shipped")
+    meta = read_export_metadata(str(res))
+    assert res.stat().st_size < 10 * 1024 * 1024
+    code = ("import json\nfrom absl import flags\nimport train\n"
+            "flags.FLAGS(['train.py', '--workdir=x', '--flagfile=configs/recipe/shipped.flags'])\n"
+            "print(json.dumps(train.config_from_flags().to_dict()))\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    recipe = json.loads(r.stdout.strip().splitlines()[-1])
+    assert generator_arch(meta["arch"]) == generator_arch(recipe)
+    for k in ("ssim_weight", "mse_weight", "gamma", "lam", "weight_mode", "train_split", "num_steps"):
+        assert meta["config"][k] == recipe[k], k
