@@ -166,21 +166,25 @@ def stats(prefix: str, ts: list[float]) -> dict:
 
 
 def describe(cfg: Config) -> dict:
-    out = {"crop": list(cfg.crop_size), "batch": cfg.batch_size, "num_downs": cfg.num_downs,
-           "ngf": cfg.ngf, "ndf": cfg.ndf, "d_arch": cfg.d_arch, "weight_mode": cfg.weight_mode}
-    if hasattr(cfg, "conv_impl"):
-        out["conv_impl"] = cfg.conv_impl
-    return out
+    return {"crop": list(cfg.crop_size), "batch": cfg.batch_size, "num_downs": cfg.num_downs,
+            "ngf": cfg.ngf, "ndf": cfg.ndf, "d_arch": cfg.d_arch, "weight_mode": cfg.weight_mode,
+            "conv_impl": cfg.conv_impl}
 
 
 # ----------------------------------------------------------------------------- workloads
 
-def bench_train(name: str, spec: dict, args) -> dict:
+def setup(name: str, spec: dict):
+    """Our config and fresh state, and the torch trainer of the same networks (counts checked)."""
     cfg = workload_config(spec)
     state = create_train_state(cfg)
     torch.manual_seed(cfg.seed)
     tt = torch_trainer(cfg)
     pg, pd = check_param_counts(name, state, tt)
+    return cfg, state, tt, pg, pd
+
+
+def bench_train(name: str, spec: dict, args) -> dict:
+    cfg, state, tt, pg, pd = setup(name, spec)
 
     ir, vis = random_pair(cfg.batch_size, cfg.crop_size)
     batch = {"ir": jnp.asarray(ir), "vis": jnp.asarray(vis)}
@@ -213,11 +217,7 @@ def bench_train(name: str, spec: dict, args) -> dict:
 
 
 def bench_eval(name: str, spec: dict, args) -> dict:
-    cfg = workload_config(spec)
-    state = create_train_state(cfg)
-    torch.manual_seed(cfg.seed)
-    tt = torch_trainer(cfg)
-    pg, pd = check_param_counts(name, state, tt)
+    cfg, state, tt, pg, pd = setup(name, spec)
     variables = {"params": state.g.params, "batch_stats": state.g.batch_stats}
     params = make_fuse_params(variables, cfg.to_dict())
 

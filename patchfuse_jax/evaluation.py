@@ -162,7 +162,7 @@ def _hw(x: np.ndarray) -> str:
     return f"{x.shape[0]}x{x.shape[1]}"
 
 
-def _quantize(f: np.ndarray) -> np.ndarray:
+def quantize(f: np.ndarray) -> np.ndarray:
     """Float [0, 1] -> uint8, as an 8-bit PNG would store it."""
     return np.clip(np.round(np.asarray(f, np.float64) * 255.0), 0, 255).astype(np.uint8)
 
@@ -184,7 +184,7 @@ def _evaluate_stem(stem, ir_path, vis_path, jobs, metric_names, save_dir=None):
         elif kind == "baseline":
             label = f"{method} output for {stem}"
             scale = 1.0 / 255.0
-            f = _quantize(baselines_mod.BASELINES[payload](a * scale, b * scale))
+            f = quantize(baselines_mod.BASELINES[payload](a * scale, b * scale))
             if save_dir:
                 io.save_image(os.path.join(save_dir, method, stem + ".png"), f)
         else:
@@ -201,7 +201,7 @@ def _fuse_model(params, fuse, ir_path, vis_path) -> np.ndarray:
     vis = io.read_image(vis_path)
     if not (vis.ndim == 2 or vis.shape[-1] == 3):
         vis = io.to_gray(vis, name=vis_path)
-    return _quantize(np.asarray(fuse(params, ir, vis)))
+    return quantize(np.asarray(fuse(params, ir, vis)))
 
 
 def _pool_context():

@@ -195,29 +195,6 @@ def upsample2x(x: jax.Array, kernel: jax.Array, mode: str, impl: str = "xla") ->
     return _phase_upsample(x, phase_kernel(kernel, mode))
 
 
-class Conv(nn.Module):
-    """``nn.Conv``-compatible square conv (params ``kernel (k, k, Cin, Cout)``, ``bias``) with
-    symmetric zero padding."""
-    features: int
-    kernel_size: int
-    stride: int = 1
-    padding: int = 0
-    use_bias: bool = True
-    dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(self, x):
-        k = self.kernel_size
-        kernel = self.param("kernel", nn.initializers.lecun_normal(),
-                            (k, k, x.shape[-1], self.features))
-        p = self.padding
-        y = _conv(x.astype(self.dtype), kernel.astype(self.dtype), (self.stride, self.stride),
-                  ((p, p), (p, p)))
-        if self.use_bias:
-            y = y + self.param("bias", nn.initializers.zeros_init(), (self.features,)).astype(self.dtype)
-        return y
-
-
 class Upsample2x(nn.Module):
     """2x upsampling conv (``upsample2x``); params ``kernel (k, k, Cin, Cout)`` (k = 4 for
     ``transpose``, the same as flax ``nn.ConvTranspose``; 3 for ``resize``) and ``bias``."""
@@ -272,7 +249,8 @@ class Generator(nn.Module):
         inputs = x
 
         feats = [min(self.ngf * 2 ** i, 8 * self.ngf) for i in range(self.num_downs)]
-        conv = functools.partial(Conv, kernel_size=4, stride=2, padding=1, dtype=self.dtype)
+        conv = functools.partial(nn.Conv, kernel_size=(4, 4), strides=(2, 2),
+                                 padding=((1, 1), (1, 1)), dtype=self.dtype)
         skips = []
         for level, f in enumerate(feats):
             if level > 0:
@@ -293,7 +271,7 @@ class Generator(nn.Module):
                 x = norm()(x)
         if self.input_skip:
             x = jnp.concatenate([nn.relu(x), inputs.astype(x.dtype)], axis=-1)
-            x = Conv(1, 3, padding=1, dtype=self.dtype)(x)
+            x = nn.Conv(1, (3, 3), padding=((1, 1), (1, 1)), dtype=self.dtype)(x)
         x = nn.sigmoid(x.astype(jnp.float32))
         return x[:, :h, :w, :]
 
@@ -320,8 +298,9 @@ class Discriminator(nn.Module):
             last = i == n - 1
             normed = 0 < i < n - 1
             p = conv_padding(k)
-            x = Conv(1 if last else min(self.ndf * 2 ** i, 8 * self.ndf), k, stride=s, padding=p,
-                     use_bias=not (normed and self.norm == "batch"), dtype=self.dtype)(x)
+            x = nn.Conv(1 if last else min(self.ndf * 2 ** i, 8 * self.ndf), (k, k), strides=(s, s),
+                        padding=((p, p), (p, p)),
+                        use_bias=not (normed and self.norm == "batch"), dtype=self.dtype)(x)
             if not last:
                 if normed:
                     x = norm()(x)

@@ -165,7 +165,7 @@ def train_and_evaluate(cfg: Config, workdir: str, *, show_progress: bool = True)
         nonlocal best
         if validator is None:
             return
-        host = jax.device_get(par.host_state(state))
+        host = par.host_state(state)
         params = make_fuse_params(host.g.variables(), cfg.to_dict(), step)
         t0 = time.perf_counter()
         res = validator.evaluate(params)

@@ -16,12 +16,9 @@ import numpy as np
 
 from patchfuse_jax import baselines, data, io
 from patchfuse_jax import metrics as metrics_mod
+from patchfuse_jax.evaluation import quantize
 
 METRICS = metrics_mod.PAPER_METRICS
-
-
-def _quantize(f: np.ndarray) -> np.ndarray:
-    return np.clip(np.round(np.asarray(f, np.float64) * 255.0), 0, 255).astype(np.uint8)
 
 
 def summarize(means: dict[str, float], reference: dict[str, float]) -> dict[str, float]:
@@ -56,7 +53,7 @@ class Validator:
             if a.shape != b.shape:
                 raise data.DataError(f"{ir_path} is {a.shape} but {vis_path} is {b.shape} (H x W)")
             self.pairs.append((folder.name(i), ir, vis, a, b))
-        avg = [_quantize(baselines.BASELINES["Average"](a / 255.0, b / 255.0)) for *_, a, b in self.pairs]
+        avg = [quantize(baselines.BASELINES["Average"](a / 255.0, b / 255.0)) for *_, a, b in self.pairs]
         self.average = self._score(avg)
 
     def __len__(self) -> int:
@@ -70,5 +67,5 @@ class Validator:
     def evaluate(self, params, bn: str = "running") -> dict[str, float]:
         """Means of the six metrics for ``params`` (FuseParams), plus ``wins`` and ``margin``."""
         from patchfuse_jax.inference import fuse  # lazy: JAX
-        fused = [_quantize(fuse(params, ir, vis, bn=bn)) for _, ir, vis, _, _ in self.pairs]
+        fused = [quantize(fuse(params, ir, vis, bn=bn)) for _, ir, vis, _, _ in self.pairs]
         return summarize(self._score(fused), self.average)

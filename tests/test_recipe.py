@@ -41,7 +41,7 @@ def test_selection_counts_wins_then_margin():
 
 def test_validator_scores_average_fusion_as_evaluate_does(tmp_path):
     from patchfuse_jax import baselines, metrics
-    from patchfuse_jax.evaluation import _quantize
+    from patchfuse_jax.evaluation import quantize
     root = _pair_folder(str(tmp_path / "d"))
     v = Validator(root, os.path.join(root, "val.txt"))
     assert len(v) == 2
@@ -49,7 +49,7 @@ def test_validator_scores_average_fusion_as_evaluate_does(tmp_path):
     for stem in ("p2", "p3"):
         a = io.read_image(os.path.join(root, "ir", stem + ".png")).astype(np.float64)
         b = io.read_image(os.path.join(root, "vis", stem + ".png")).astype(np.float64)
-        f = _quantize(baselines.average(a / 255.0, b / 255.0)).astype(np.float64)  # as evaluate.py
+        f = quantize(baselines.average(a / 255.0, b / 255.0)).astype(np.float64)  # as evaluate.py
         per.append(metrics.compute(a, b, f, metrics.PAPER_METRICS))
     for m in metrics.PAPER_METRICS:
         np.testing.assert_allclose(v.average[m], np.mean([p[m] for p in per]), rtol=1e-12,
