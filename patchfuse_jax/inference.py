@@ -1,16 +1,11 @@
 """The library call: ``fuse(params, ir, vis)``, ``load_checkpoint(path)`` and ``pretrained()``.
 
-Input layouts (numpy or jax arrays; uint8, uint16, or float in [0, 1]):
-
-* one pair: ``ir (H, W)`` or ``(H, W, 1)``; ``vis (H, W)``, ``(H, W, 1)`` or ``(H, W, 3)`` (RGB is
-  converted to BT.601 luma Y);
-* a batch: ``ir (B, H, W)`` or ``(B, H, W, 1)``; ``vis`` with the same leading dims, last dim
-  1 or 3 allowed as above.
-
-A 3-D ``ir`` whose last dim is 1 is one pair; any other 3-D ``ir`` is a batch of gray images.
-Output: float32 numpy in [0, 1], ``(H, W)`` for one pair, ``(B, H, W)`` for a batch. Any H x W:
-inputs are reflect-padded to a multiple of ``2**num_downs`` (as the generator itself would) and
-cropped back, so there is one compilation per (architecture, BatchNorm mode, padded shape).
+Inputs: one pair or a batch; gray, gray stored as RGB, RGB, RGBA; uint8, uint16 or float in
+[0, 1]; numpy or jax arrays or lists (rules: ``patchfuse_jax.layouts``). Output: float32 numpy in
+[0, 1], ``(H, W)`` / ``(B, H, W)``, or RGB with ``color=True``. Any H x W: inputs are
+reflect-padded to a multiple of ``2**num_downs`` (as the generator itself would) and cropped
+back, so there is one compilation per (architecture, BatchNorm mode, padded shape). Images too
+large for memory: ``tile=`` (``patchfuse_jax.tiling``).
 
 BatchNorm at inference (``bn``): ``"running"`` (default) normalises with the running statistics
 saved in training; ``"image"`` normalises every image with its own statistics (train-mode
@@ -35,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from patchfuse_jax import io
+from patchfuse_jax import io, layouts, tiling
 from patchfuse_jax.checkpoint import CheckpointError, Checkpoints
 from patchfuse_jax.config import generator_arch
 from patchfuse_jax.models import Generator
@@ -230,59 +225,49 @@ def pretrained(path: str | os.PathLike | None = None) -> FuseParams:
     return _pretrained(path)
 
 
-def _as_unit(x, name: str) -> np.ndarray:
-    x = np.asarray(x)
-    if x.dtype.kind == "f" and x.dtype != np.float32:
-        x = x.astype(np.float32)
-    return io.to_unit_float(x, name=name)
-
-
-def _split_layout(ir, vis) -> tuple[np.ndarray, np.ndarray, bool]:
-    """Returns ``ir, vis`` as ``(B, H, W)`` float32 and whether the input was a single pair."""
-    ir, vis = np.asarray(ir), np.asarray(vis)
-    if ir.ndim == 2 or (ir.ndim == 3 and ir.shape[-1] == 1):
-        single = True
-        ir = ir.reshape(ir.shape[:2])[None]
-        vis = vis[None]
-    elif ir.ndim in (3, 4):
-        single = False
-        if ir.ndim == 4:
-            if ir.shape[-1] != 1:
-                raise ValueError(f"fuse: ir batch must be (B, H, W) or (B, H, W, 1), got {ir.shape}")
-            ir = ir[..., 0]
-    else:
-        raise ValueError(f"fuse: ir must be (H, W), (H, W, 1), (B, H, W) or (B, H, W, 1); got {ir.shape}")
-    if vis.ndim == 4:
-        if vis.shape[-1] not in (1, 3):
-            raise ValueError(f"fuse: vis must have 1 or 3 channels, got shape {vis.shape}")
-        if vis.shape[-1] == 3:
-            vis = np.stack([io.to_gray(v, name="vis") for v in vis])
-        else:
-            vis = vis[..., 0]
-    if vis.shape != ir.shape:
-        raise ValueError(f"fuse: ir and vis differ in size: ir {ir.shape[1:]} vs vis {vis.shape[1:]}"
-                         + ("" if single else f" (batch of {ir.shape[0]})"))
-    return _as_unit(ir, "ir"), _as_unit(vis, "vis"), single
-
-
-def fuse(params: FuseParams, ir, vis, bn: str = "running") -> np.ndarray:
-    """Fuses one pair or a batch; returns float32 in [0, 1] (layout and ``bn``: see the module
-    docstring)."""
-    if not isinstance(params, FuseParams):
-        raise TypeError("fuse: params must come from patchfuse_jax.load_checkpoint(path) or "
-                        "patchfuse_jax.pretrained()")
-    fn = generator_fn(params.arch_dict, bn)  # checks bn first
-    if isinstance(ir, jax.Array) or isinstance(vis, jax.Array):
-        ir, vis = np.asarray(ir), np.asarray(vis)
-    ir, vis, single = _split_layout(ir, vis)
+def _run(fn, params: FuseParams, ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
+    """Generator on ``ir``, ``vis`` ``float32 (B, H, W)`` -> ``float32 (B, H, W)``."""
     x = np.stack([ir, vis], axis=-1)
     # Pad here exactly as the generator would (reflect, bottom/right, to a multiple of
     # 2**num_downs): same result, but one compilation per *padded* shape, e.g. at most 4 for all
     # 218 RoadScene sizes with num_downs=8. (With bn="image" the statistics are those of the
     # padded image, as they would be inside the generator.)
-    b, h, w, _ = x.shape
+    _, h, w, _ = x.shape
     m = 2 ** params.num_downs
     x = np.pad(x, ((0, 0), (0, (-h) % m), (0, (-w) % m), (0, 0)), mode="reflect")
-    out = np.asarray(fn(params.variables, x))
-    out = out[:, :h, :w, 0]
-    return out[0] if single else out
+    return np.asarray(fn(params.variables, x))[:, :h, :w, 0]
+
+
+def fuse(params: FuseParams, ir, vis, bn: str = "running", *, color: bool = False,
+         tile=None, overlap: int = 32, ir_norm: str = "none",
+         percentiles=(1.0, 99.0)) -> np.ndarray:
+    """Fuses one pair or a batch (layouts, dtypes and ``ir_norm``: ``patchfuse_jax.layouts``).
+
+    Returns float32 in [0, 1]: ``(H, W)`` for one pair, ``(B, H, W)`` for a batch; with
+    ``color=True`` and a colour visible image, RGB ``(H, W, 3)`` / ``(B, H, W, 3)``: the model
+    fuses the visible BT.601 luma Y (as trained) and the visible Cb/Cr are put back
+    (full-range BT.601, ``io.ycbcr_to_rgb``, clipped to [0, 1]); a gray visible image gives a
+    gray result. ``bn``: see the module docstring. ``tile=N`` (or ``(H, W)``, rounded up to a
+    multiple of ``2**num_downs``) fuses overlapping tiles blended over ``overlap`` pixels
+    (``patchfuse_jax.tiling``): memory bounded by the tile, result close to, not equal to, the
+    untiled one."""
+    if not isinstance(params, FuseParams):
+        raise TypeError("fuse: params must come from patchfuse_jax.load_checkpoint(path) or "
+                        "patchfuse_jax.pretrained()")
+    fn = generator_fn(params.arch_dict, bn)  # checks bn first
+    tile_hw = None if tile is None else tiling.check_tile(tile, overlap, 2 ** params.num_downs)
+    if isinstance(ir, jax.Array):
+        ir = np.asarray(ir)
+    if isinstance(vis, jax.Array):
+        vis = np.asarray(vis)
+    prep = layouts.prepare(ir, vis, color=color, ir_norm=ir_norm, percentiles=percentiles)
+    if tile_hw is None:
+        y = _run(fn, params, prep.ir, prep.vis)
+    else:
+        one = lambda a, b: _run(fn, params, a[None], b[None])[0]  # noqa: E731
+        y = np.stack([tiling.fuse_tiled(one, a, b, tile_hw, overlap)
+                      for a, b in zip(prep.ir, prep.vis)])
+    if prep.chroma is not None:
+        rgb = io.ycbcr_to_rgb(np.concatenate([y[..., None], prep.chroma], axis=-1))
+        y = np.clip(rgb, 0.0, 1.0).astype(np.float32)
+    return y[0] if prep.single else y
