@@ -41,8 +41,8 @@ def main(argv):
             checkpoint=FLAGS.checkpoint, checkpoint_name=FLAGS.checkpoint_name, baselines=FLAGS.baselines,
             metrics=FLAGS.metrics, workers=FLAGS.workers, progress=FLAGS.progress,
             save_fused=FLAGS.save_fused)
-    except evaluation.ERRORS as e:
-        print(f"evaluate.py: error: {e}", file=sys.stderr)
+    except (*evaluation.ERRORS, OSError) as e:  # one line naming the file, never a traceback
+        print(f"evaluate.py: error: {' '.join(str(e).split())}", file=sys.stderr)
         sys.exit(1)
     with open(paths["summary.md"], encoding="utf-8") as fh:
         print(fh.read(), end="")

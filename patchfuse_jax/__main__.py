@@ -3,10 +3,14 @@
 Commands::
 
     export   --workdir=W --out=model.msgpack [--step=S] [--dtype=float32|float16]
+    fuse     --ir_dir=A --vis_dir=B --out_dir=C [--split=FILE] [--checkpoint=W_or_file [--step=S]]
+             [--color] [--tile=N --overlap=M] [--bits=8|16] [--ir_norm=none|minmax|percentile]
+             [--bn=running|image] [--batch_size=K] [--overwrite] [--no-progress]
 
 Every command is one ``_Command`` in ``COMMANDS``: a name, a help line, a function adding its
 arguments to an argparse sub-parser and a function running it; add one there to add a command
-(e.g. ``fuse``). Errors print one line on stderr and exit with status 1 (no traceback).
+(the work lives in its own module, e.g. ``fuse_folder`` for ``fuse``). Errors print one line on
+stderr and exit with status 1 (no traceback).
 """
 from __future__ import annotations
 
@@ -52,9 +56,25 @@ def _export_run(args: argparse.Namespace) -> None:
           f"of {args.workdir} ({arch}, {meta['dtype']})")
 
 
+# --- fuse (patchfuse_jax/fuse_folder.py) ---------------------------------------------------------
+
+def _fuse_arguments(p: argparse.ArgumentParser) -> None:
+    from patchfuse_jax.fuse_folder import add_arguments  # light: numpy only
+
+    add_arguments(p)
+
+
+def _fuse_run(args: argparse.Namespace) -> None:
+    from patchfuse_jax.fuse_folder import run
+
+    run(args)
+
+
 COMMANDS = (
     _Command("export", "write a training run's generator (weights, architecture, provenance) "
              "to one .msgpack file", _export_arguments, _export_run),
+    _Command("fuse", "fuse every IR/visible pair of two folders (matched by file stem) into "
+             "OUT_DIR/<stem>.png", _fuse_arguments, _fuse_run),
 )
 
 

@@ -167,6 +167,29 @@ def quantize(f: np.ndarray) -> np.ndarray:
     return np.clip(np.round(np.asarray(f, np.float64) * 255.0), 0, 255).astype(np.uint8)
 
 
+def prepare_out_dir(path: str | os.PathLike, flag: str = "--out_dir") -> str:
+    """Creates the output folder ``path`` if needed and checks that files can be written in it,
+    before anything is computed; EvaluationError (naming ``flag`` and the path) when it is a
+    file, cannot be created or is not writable. Returns the path."""
+    import tempfile
+
+    path = os.fspath(path)
+    if not path:
+        raise EvaluationError(f"{flag}: empty path")
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise EvaluationError(f"{flag} {path}: is a file, not a folder")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        raise EvaluationError(f"{flag} {path}: cannot create the folder ({e.strerror or e})") from None
+    try:
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
+            pass
+    except OSError as e:
+        raise EvaluationError(f"{flag} {path}: folder is not writable ({e.strerror or e})") from None
+    return path
+
+
 def _evaluate_stem(stem, ir_path, vis_path, jobs, metric_names, save_dir=None):
     """Worker: all methods of one stem -> ``(stem, {method: {metric: value}})``.
 
@@ -196,12 +219,21 @@ def _evaluate_stem(stem, ir_path, vis_path, jobs, metric_names, save_dir=None):
     return stem, out
 
 
-def _fuse_model(params, fuse, ir_path, vis_path) -> np.ndarray:
+def _fuse_model(params, fuse, ir_path, vis_path, stem: str = "") -> np.ndarray:
+    """The model's fused image of one pair as uint8; EvaluationError naming the pair when the
+    sizes differ or ``fuse`` refuses the input (never a traceback from inside ``fuse``)."""
     ir = io.to_gray(io.read_image(ir_path), name=ir_path)
     vis = io.read_image(vis_path)
     if not (vis.ndim == 2 or vis.shape[-1] == 3):
         vis = io.to_gray(vis, name=vis_path)
-    return quantize(np.asarray(fuse(params, ir, vis)))
+    stem = stem or os.path.splitext(os.path.basename(ir_path))[0]
+    if ir.shape[:2] != vis.shape[:2]:
+        raise EvaluationError(f"{stem}: ir {ir_path} is {_hw(ir)} but vis {vis_path} is {_hw(vis)} (H x W)")
+    try:
+        fused = fuse(params, ir, vis)
+    except ValueError as e:
+        raise EvaluationError(f"{stem}: cannot fuse ir {ir_path} with vis {vis_path}: {e}") from None
+    return quantize(np.asarray(fused))
 
 
 def _pool_context():
@@ -260,7 +292,7 @@ def evaluate(ir_dir: str, vis_dir: str, methods: Mapping[str, str] | Sequence[st
             elif m.kind == "baseline":
                 jobs.append((m.name, "baseline", m.source))
             else:
-                fused = _fuse_model(params, fuse, *pairs[stem])
+                fused = _fuse_model(params, fuse, *pairs[stem], stem=stem)
                 if save_fused:
                     io.save_image(os.path.join(save_fused, m.name, stem + ".png"), fused)
                 jobs.append((m.name, "model", fused))
@@ -373,6 +405,7 @@ def write_reports(result: Result, out_dir: str) -> dict[str, str]:
 
 def run(ir_dir: str, vis_dir: str, out_dir: str, **kwargs) -> dict[str, str]:
     """:func:`evaluate` then :func:`write_reports`; ``save_fused=True`` writes to ``out_dir/fused``."""
+    prepare_out_dir(out_dir)  # a file or unwritable folder fails now, not after the metrics
     if kwargs.get("save_fused") is True:
         kwargs["save_fused"] = os.path.join(out_dir, "fused")
     return write_reports(evaluate(ir_dir, vis_dir, **kwargs), out_dir)

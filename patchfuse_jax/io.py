@@ -12,6 +12,8 @@ Conventions
   as RGB) is taken as its first channel, bit-exact.
 * ``to_unit_float(img)`` maps ``uint8 / 255``, ``uint16 / 65535``; floats must already lie in [0, 1].
 * ``load_gray(path)`` = read + gray + unit float: ``float32 (H, W)`` in [0, 1].
+* ``rgb_to_ycbcr`` / ``ycbcr_to_rgb``: full-range BT.601 YCbCr (JPEG/JFIF), the colour space of
+  ``fuse(..., color=True)``: the model fuses Y, the visible image's Cb/Cr are put back.
 """
 from __future__ import annotations
 
@@ -53,6 +55,26 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
 def luma_bt601(rgb: np.ndarray) -> np.ndarray:
     """BT.601 luma of ``(..., 3)`` RGB, computed in float64; same scale as the input."""
     return np.asarray(rgb, dtype=np.float64) @ BT601
+
+
+def rgb_to_ycbcr(rgb: np.ndarray) -> np.ndarray:
+    """``(..., 3)`` RGB in [0, 1] -> ``(..., 3)`` float64 full-range BT.601 ``(Y, Cb, Cr)``:
+    ``Y = 0.299 R + 0.587 G + 0.114 B`` in [0, 1], ``Cb = (B - Y) / 1.772`` and
+    ``Cr = (R - Y) / 1.402`` in [-0.5, 0.5] (centred; JPEG stores them + 0.5)."""
+    rgb = np.asarray(rgb, dtype=np.float64)
+    y = rgb @ BT601
+    return np.stack([y, (rgb[..., 2] - y) / (2.0 * (1.0 - BT601[2])),
+                     (rgb[..., 0] - y) / (2.0 * (1.0 - BT601[0]))], axis=-1)
+
+
+def ycbcr_to_rgb(ycc: np.ndarray) -> np.ndarray:
+    """Inverse of ``rgb_to_ycbcr`` (float64, not clipped: out-of-gamut values leave [0, 1])."""
+    ycc = np.asarray(ycc, dtype=np.float64)
+    y, cb, cr = ycc[..., 0], ycc[..., 1], ycc[..., 2]
+    r = y + 2.0 * (1.0 - BT601[0]) * cr
+    b = y + 2.0 * (1.0 - BT601[2]) * cb
+    g = (y - BT601[0] * r - BT601[2] * b) / BT601[1]
+    return np.stack([r, g, b], axis=-1)
 
 
 def to_gray(img: np.ndarray, *, name: str = "image") -> np.ndarray:
@@ -119,17 +141,73 @@ def list_images(folder: str | os.PathLike) -> dict[str, str]:
     return out
 
 
-def save_image(path: str | os.PathLike, img: np.ndarray) -> None:
-    """Writes a float [0, 1] or uint8 image as 8-bit (PNG/JPEG by extension)."""
+def _png_rgb16(img: np.ndarray) -> bytes:
+    """A 16-bit PNG of ``(H, W, C)`` uint16, C = 2 (gray+alpha), 3 (RGB) or 4 (RGBA), which
+    Pillow cannot write; every row uses the PNG ``Up`` filter."""
+    import struct
+    import zlib
+
+    h, w, c = img.shape
+    rows = np.ascontiguousarray(img.astype(">u2")).view(np.uint8).reshape(h, w * c * 2)
+    filtered = rows.copy()
+    filtered[1:] -= rows[:-1]  # Up filter: byte minus the byte above, mod 256
+    raw = np.concatenate([np.full((h, 1), 2, np.uint8), filtered], axis=1).tobytes()
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + tag + data
+                + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF))
+
+    color_type = {2: 4, 3: 2, 4: 6}[c]
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, color_type, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b""))
+
+
+def save_image(path: str | os.PathLike, img: np.ndarray, *, bits: int = 8) -> None:
+    """Writes an image as ``bits``-bit (8 or 16) integers, format by extension (PNG, JPEG, ...).
+
+    ``img``: ``(H, W)``, ``(H, W, 1)``, ``(H, W, 3)`` or ``(H, W, 4)``; float in [0, 1] (scaled by
+    255 or 65535 and rounded), or ``uint8`` / ``uint16`` (kept as is when it has the asked depth,
+    else rescaled: x 257 or / 257). 16-bit needs PNG or TIFF; 16-bit RGB(A) PNGs are written here
+    (Pillow cannot). The file is written atomically: to a temporary file next to it, then
+    renamed, so an interrupted write never leaves a half-written ``path``. Missing parent
+    folders are created."""
     import imageio.v3 as iio
 
+    if bits not in (8, 16):
+        raise ValueError(f"save_image: bits={bits!r}: expected 8 or 16")
+    path = os.fspath(path)
+    ext = os.path.splitext(path)[1].lower()
     img = np.asarray(img)
-    if img.dtype != np.uint8:
-        img = np.clip(np.round(np.asarray(img, np.float64) * 255.0), 0, 255).astype(np.uint8)
-    d = os.path.dirname(os.fspath(path))
+    if img.ndim == 3 and img.shape[-1] == 1:
+        img = img[..., 0]
+    if img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[-1] not in (2, 3, 4)):
+        raise ValueError(f"save_image {path}: expected (H, W) or (H, W, C) with C in 1-4, "
+                         f"got shape {img.shape}")
+    dtype, top = (np.uint8, 255) if bits == 8 else (np.uint16, 65535)
+    if img.dtype == dtype:
+        pass
+    elif img.dtype == np.uint8:  # 8 -> 16 bit: 255 -> 65535
+        img = img.astype(np.uint16) * np.uint16(257)
+    elif img.dtype == np.uint16:  # 16 -> 8 bit
+        img = np.round(img.astype(np.float64) / 257.0).astype(np.uint8)
+    else:  # float in [0, 1] (other dtypes as before: taken as [0, 1] values)
+        img = np.clip(np.round(np.asarray(img, np.float64) * top), 0, top).astype(dtype)
+    if bits == 16 and ext not in (".png", ".tif", ".tiff"):
+        raise ValueError(f"save_image {path}: 16-bit images need a .png or .tif file")
+    d = os.path.dirname(path)
     if d:
         os.makedirs(d, exist_ok=True)
-    iio.imwrite(path, img)
+    tmp = os.path.join(d, f".{os.path.basename(path)}.tmp-{os.getpid()}")
+    try:
+        if bits == 16 and ext == ".png" and img.ndim == 3:
+            with open(tmp, "wb") as fh:
+                fh.write(_png_rgb16(img))
+        else:
+            iio.imwrite(tmp, img, extension=ext or ".png")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def format_list(items: Sequence[str], limit: int = 10) -> str:

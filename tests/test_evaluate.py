@@ -289,6 +289,80 @@ def test_nonfinite_values_warn_once_per_method(tmp_path, fake_metrics):
         _eval(d, methods={"Dark": d["Dark"]})
 
 
+# ----------------------------------------------------------------------------- model and out_dir errors
+@pytest.fixture(scope="module")
+def tiny_export(tmp_path_factory):
+    """A tiny random generator exported to one file (no training)."""
+    import jax
+    import jax.numpy as jnp
+    from patchfuse_jax.export import export_generator
+    from patchfuse_jax.inference import make_fuse_params
+    from patchfuse_jax.models import Generator
+
+    arch = dict(num_downs=2, ngf=4, norm="batch")
+    variables = Generator(**arch).init(jax.random.key(0), jnp.zeros((1, 8, 8, 2)), train=False)
+    path = tmp_path_factory.mktemp("model") / "tiny.msgpack"
+    export_generator(make_fuse_params(variables, arch, step=1), path)
+    return str(path)
+
+
+def _mismatched_pair(tmp_path):
+    d = _dataset(tmp_path, stems=("a", "b"))
+    _write(tmp_path / "vis" / "b.png", np.zeros((20, 32, 3)))
+    return d
+
+
+def test_model_on_a_size_mismatched_pair_names_the_pair(tmp_path, fake_metrics, tiny_export):
+    d = _mismatched_pair(tmp_path)
+    ir_b, vis_b = os.path.join(d["ir"], "b.png"), os.path.join(d["vis"], "b.png")
+    with pytest.raises(E.EvaluationError) as e:
+        _eval(d, checkpoint=tiny_export)
+    assert str(e.value) == f"b: ir {ir_b} is 24x32 but vis {vis_b} is 20x32 (H x W)"
+    r = _eval(d, checkpoint=tiny_export, split=["a"])       # the good pair alone works
+    assert list(r.values["patchfuse"]) == ["a"]
+
+
+def test_model_errors_inside_fuse_name_the_pair(tmp_path, fake_metrics, monkeypatch):
+    """Whatever fuse refuses (a ValueError) becomes one EvaluationError naming the files."""
+    d = _dataset(tmp_path, stems=("a",))
+
+    def fuse(params, ir, vis):
+        raise ValueError("fuse: something about the input")
+
+    fake = types.ModuleType("patchfuse_jax.inference")
+    fake.load_checkpoint = lambda workdir: {}
+    fake.fuse = fuse
+    fake.CheckpointError = type("CheckpointError", (ValueError,), {})
+    monkeypatch.setitem(sys.modules, "patchfuse_jax.inference", fake)
+    (tmp_path / "ckpt").mkdir()
+    with pytest.raises(E.EvaluationError, match=r"^a: cannot fuse ir .*ir/a\.png with vis .*vis/a\.png: "
+                                                r"fuse: something about the input$"):
+        _eval(d, checkpoint=str(tmp_path / "ckpt"))
+
+
+def test_out_dir_is_checked_before_computing(tmp_path, fake_metrics, monkeypatch):
+    d = _dataset(tmp_path, stems=("a",))
+    monkeypatch.setattr(E, "evaluate", lambda *a, **k: pytest.fail("computed before checking out_dir"))
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(E.EvaluationError, match=r"^--out_dir .*file: is a file, not a folder$"):
+        E.run(d["ir"], d["vis"], str(tmp_path / "file"), methods={"Dark": d["Dark"]})
+    with pytest.raises(E.EvaluationError, match=r"^--out_dir .*file/sub: cannot create the folder \("):
+        E.run(d["ir"], d["vis"], str(tmp_path / "file" / "sub"), methods={"Dark": d["Dark"]})
+    assert E.prepare_out_dir(tmp_path / "new" / "out") == str(tmp_path / "new" / "out")
+    assert os.listdir(tmp_path / "new" / "out") == []        # created; the write test leaves nothing
+
+
+def test_unwritable_out_dir(tmp_path, monkeypatch):
+    import tempfile
+
+    def refuse(*a, **k):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "NamedTemporaryFile", refuse)  # a read-only folder, even for root
+    with pytest.raises(E.EvaluationError, match=r"--out_dir .*ro: folder is not writable \(Permission denied\)"):
+        E.prepare_out_dir(tmp_path / "ro")
+
+
 # ----------------------------------------------------------------------------- CLI
 def _cli(args, cwd=REPO):
     pp = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
@@ -306,6 +380,20 @@ def test_cli_errors_are_one_line(tmp_path):
         p = _cli(base + extra)
         assert p.returncode == 1, p.stderr
         assert msg in p.stderr and "Traceback" not in p.stderr
+        assert p.stderr.strip().count("\n") == 0, p.stderr
+
+
+def test_cli_model_and_out_dir_errors_are_one_line(tmp_path, tiny_export):
+    d = _mismatched_pair(tmp_path)
+    (tmp_path / "file").write_text("x")
+    base = [f"--ir_dir={d['ir']}", f"--vis_dir={d['vis']}", "--workers=0", "--metrics=CC", "--noprogress"]
+    for extra, msg in (([f"--out_dir={tmp_path / 'o'}", f"--checkpoint={tiny_export}"],
+                        f"evaluate.py: error: b: ir {d['ir']}/b.png is 24x32 but vis {d['vis']}/b.png is 20x32"),
+                       ([f"--out_dir={tmp_path / 'file'}", f"--checkpoint={tiny_export}"],
+                        f"evaluate.py: error: --out_dir {tmp_path / 'file'}: is a file, not a folder")):
+        p = _cli(base + extra)
+        assert p.returncode == 1, p.stderr
+        assert p.stderr.startswith(msg) and "Traceback" not in p.stderr, p.stderr
         assert p.stderr.strip().count("\n") == 0, p.stderr
 
 
