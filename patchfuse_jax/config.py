@@ -1,4 +1,5 @@
-"""Run configuration: one frozen dataclass, validated once; the flags of ``train.py`` mirror it.
+"""Run configuration: one frozen dataclass, validated once; ``train.py``'s flags are generated
+from it (``define_flags`` / ``config_from_flags``).
 
 Defaults are the paper's main setting (Section 4): weighted loss in D_ir and G (``dg``), average
 pooling, lambda = 0.5, gamma = 0.1, Adam with learning rate 1e-4, 256x512 crops (the paper's
@@ -8,7 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import typing
 from typing import Any
+
+from absl import flags
 
 from patchfuse_jax.models import CONV_IMPLS, DISCRIMINATOR_PRESETS, parse_discriminator_layers, receptive_field
 
@@ -22,62 +26,98 @@ ARCHITECTURE_KEYS = ("num_downs", "ngf", "ndf", "d_arch", "norm", "upsample", "i
 # The Config fields that are ``Generator`` constructor arguments (its architecture). A saved
 # config without one of them (older runs) means the Generator's default for it.
 GENERATOR_KEYS = ("num_downs", "ngf", "norm", "upsample", "input_skip")
+# Keys a run may change when it resumes a workdir (the resume guard, trainer.check_config_change,
+# ignores them); a change of any other key stops the run unless --allow_config_change:
+# - num_steps: how far to train. Not ignored with a linear/cosine --lr_schedule, whose learning
+#   rate at every step depends on num_steps.
+# - log_every, checkpoint_every, sample_every, keep_checkpoints: outputs, not the training.
+# - eval_every, eval_split: validation only (a best.json made on another split is restarted).
+# - conv_impl: speed only; every choice computes the same function.
+# - batch_size, parallel, per_device_batch_size: compared through the global batch they give
+#   (config.json records it as "global_batch"), which must stay the same: N devices x B images
+#   train as one device with N*B.
+# Architecture keys (ARCHITECTURE_KEYS) are refused even with --allow_config_change.
+RESUME_SAFE_KEYS = ("num_steps", "log_every", "checkpoint_every", "sample_every", "keep_checkpoints",
+                    "eval_every", "eval_split", "conv_impl", "batch_size", "parallel",
+                    "per_device_batch_size")
+HW_KEYS = ("crop_size", "synthetic_size")  # tuples (H, W); flags take "HxW"
 
 
 class ConfigError(ValueError):
     """A flag has a value that cannot be used; the message names the flag."""
 
 
+class ConfigChangeError(ConfigError):
+    """A workdir is resumed with flags that change what is trained; the message lists them."""
+
+
+def _field(default, help: str):
+    """A Config field with its flag's help text (``define_flags`` reads it)."""
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
+    """Every training option. Each field is a ``train.py`` flag of the same name, default and help
+    (``define_flags``): adding a field here is all it takes to add a flag."""
+
     # Model.
-    num_downs: int = 8            # U-Net depth: 2**num_downs must divide the padded input
-    ngf: int = 64                 # generator width (features of the first conv)
-    ndf: int = 64                 # discriminator width
-    d_arch: str = "paper65"       # preset name or '4s2,4s2,...' (kernel s stride per conv)
-    norm: str = "batch"           # batch (paper) | instance
-    upsample: str = "transpose"   # decoder upsampling: transpose (pix2pix 4x4 stride-2) | resize
-    input_skip: bool = False      # generator: full-resolution input skip into a final 3x3 conv
-    conv_impl: str = "auto"       # auto | xla | fast: formulation of the upsampling conv (same function)
-    compute_dtype: str = "float32"  # float32 | bfloat16 activations/convs; params, Adam, losses
-    #                                 and BatchNorm statistics stay float32
+    num_downs: int = _field(8, "U-Net depth (number of stride-2 levels); 2**num_downs must divide "
+                               "the padded input.")
+    ngf: int = _field(64, "Generator width (features of the first conv).")
+    ndf: int = _field(64, "Discriminator width.")
+    d_arch: str = _field("paper65", "PatchGAN layers: pix2pix70 | paper65 | e.g. '4s2,4s2,4s2,4s1,4s1' "
+                                    "(kernel s stride per conv).")
+    norm: str = _field("batch", "batch (paper) | instance.")
+    upsample: str = _field("transpose", "Decoder upsampling: transpose (pix2pix 4x4 stride-2) | "
+                                        "resize (nearest + 3x3 conv).")
+    input_skip: bool = _field(False, "Generator: concatenate the full-resolution input to the last "
+                                     "decoder features, then a 3x3 conv (not in the paper).")
+    conv_impl: str = _field("auto", "Upsampling conv formulation: auto (fast on CPU, xla elsewhere) | "
+                                    "fast | xla. Same function.")
+    compute_dtype: str = _field("float32", "float32 | bfloat16 activations/convs (mixed precision: "
+                                           "params, Adam state, losses, BN stats stay float32).")
     # Loss (Eq. 2-8).
-    weight_mode: str = "dg"       # where W is used: none | d (D_ir, Eq. 2) | g (G, Eq. 7) | dg (both)
-    weight_pooling: str = "avg"   # avg | max | none (all ones)
-    weight_scale: str = "raw"     # raw pooled [0,1] intensities | mean1 (each map divided by its mean)
-    gamma: float = 0.1            # weight of L_adv_ir (Eq. 6)
-    lam: float = 0.5              # lambda, weight of L_adv_vis (Eq. 6)
-    ssim_weight: float = 1.0      # weight of L_ssim in Eq. 6 (the paper: 1)
-    mse_weight: float = 1.0       # weight of L_mse in Eq. 6 (the paper: 1)
-    # Initialisation: flax (LeCun normal convs) | pix2pix (convs N(0, 0.02), norm scales N(1, 0.02)).
-    init: str = "flax"
+    weight_mode: str = _field("dg", "Where the IR weight map W is used: none | d (D_ir, Eq. 2) | "
+                                    "g (G, Eq. 7) | dg (both).")
+    weight_pooling: str = _field("avg", "IR weight map pooling: avg | max | none (all ones).")
+    weight_scale: str = _field("raw", "raw (pooled [0,1] intensities) | mean1 (each weight map "
+                                      "divided by its mean).")
+    gamma: float = _field(0.1, "Weight of the IR adversarial loss L_adv_ir (Eq. 6).")
+    lam: float = _field(0.5, "lambda: weight of the visible adversarial loss L_adv_vis (Eq. 6).")
+    ssim_weight: float = _field(1.0, "Weight of L_ssim in Eq. 6 (paper: 1).")
+    mse_weight: float = _field(1.0, "Weight of L_mse in Eq. 6 (paper: 1).")
+    init: str = _field("flax", "flax (LeCun normal convs) | pix2pix (N(0, 0.02) convs, N(1, 0.02) "
+                               "norm scales).")
     # Optimiser (the same Adam for all three networks).
-    learning_rate: float = 1e-4
-    lr_schedule: str = "constant"  # constant | linear (pix2pix: constant, then linear to 0 over
-    #                               the second half) | cosine (to 0 at num_steps)
-    adam_b1: float = 0.5          # pix2pix's beta1; the paper does not state it
-    adam_b2: float = 0.999
+    learning_rate: float = _field(1e-4, "Adam learning rate (all networks).")
+    lr_schedule: str = _field("constant", "constant | linear (constant, then linearly to 0 over the "
+                                          "second half; pix2pix) | cosine (to 0 at num_steps).")
+    adam_b1: float = _field(0.5, "Adam beta1 (pix2pix's 0.5; the paper does not state it).")
+    adam_b2: float = _field(0.999, "Adam beta2.")
     # Data.
-    data_dir: str = "synthetic"   # a pair folder DIR/{ir,vis} or 'synthetic'
-    train_split: str = ""         # file of stems to train on ('' = every pair in data_dir)
-    crop_size: tuple[int, int] = (256, 512)   # H, W of random training crops
-    batch_size: int = 1           # global batch size
-    synthetic_size: tuple[int, int] = (128, 128)
-    synthetic_pairs: int = 64
+    data_dir: str = _field("synthetic", "Pair folder DIR/{ir,vis}, or 'synthetic'.")
+    train_split: str = _field("", "File of stems to train on (default: every pair in data_dir).")
+    crop_size: tuple[int, int] = _field((256, 512), "Training crop HxW (random crops with flips).")
+    batch_size: int = _field(1, "Global batch size.")
+    synthetic_size: tuple[int, int] = _field((128, 128), "Synthetic image HxW.")
+    synthetic_pairs: int = _field(64, "Number of synthetic pairs.")
     # Loop.
-    num_steps: int = 10000
-    seed: int = 0
-    log_every: int = 50
-    checkpoint_every: int = 1000
-    sample_every: int = 500
-    keep_checkpoints: int = 3
-    # Evaluation during training (validation/Validator): every eval_every steps (0 = off) on the
-    # pairs of data_dir listed in eval_split; the best step is exported to WORKDIR/best.msgpack.
-    eval_every: int = 0
-    eval_split: str = ""
+    num_steps: int = _field(10000, "Total training steps.")
+    seed: int = _field(0, "Seed of initialisation and data order.")
+    log_every: int = _field(50, "Steps between metrics.jsonl lines.")
+    checkpoint_every: int = _field(1000, "Steps between checkpoints.")
+    sample_every: int = _field(500, "Steps between sample grids (PNG).")
+    keep_checkpoints: int = _field(3, "Checkpoints kept in the workdir.")
+    # Evaluation during training (validation.Validator).
+    eval_every: int = _field(0, "Steps between validation runs (0 = none); the best step is exported "
+                                "to WORKDIR/best.msgpack.")
+    eval_split: str = _field("", "File of validation stems in --data_dir (e.g. "
+                                 "splits/roadscene_val.txt).")
     # Parallelism (see docs/parallel.md).
-    parallel: str = "none"        # none | pmap
-    per_device_batch_size: int = 0  # pmap: images per device (0 = batch_size / device count)
+    parallel: str = _field("none", "none | pmap (data-parallel over all devices).")
+    per_device_batch_size: int = _field(0, "pmap: images per device; global batch = this x device "
+                                           "count (0: batch_size / devices).")
 
     def __post_init__(self):
         def need(cond, flag, msg):
@@ -100,7 +140,7 @@ class Config:
                      "checkpoint_every", "sample_every", "keep_checkpoints", "synthetic_pairs"):
             need(getattr(self, name) >= 1, name, "must be a positive integer")
         need(self.num_downs <= 10, "num_downs", "at most 10")
-        for name in ("crop_size", "synthetic_size"):
+        for name in HW_KEYS:
             v = getattr(self, name)
             need(len(v) == 2 and all(int(x) >= 1 for x in v), name, "expected HxW with positive sizes")
         need(self.per_device_batch_size >= 0, "per_device_batch_size", "must be >= 0")
@@ -130,7 +170,7 @@ class Config:
     def from_dict(cls, d: dict[str, Any]) -> "Config":
         known = {f.name for f in dataclasses.fields(cls)}
         kw = {k: v for k, v in d.items() if k in known}
-        for k in ("crop_size", "synthetic_size"):
+        for k in HW_KEYS:
             if k in kw:
                 kw[k] = tuple(int(x) for x in kw[k])
         return cls(**kw)
@@ -167,5 +207,61 @@ def architecture_mismatch(saved: dict[str, Any], cfg: Config) -> list[str]:
             for k in ARCHITECTURE_KEYS if saved.get(k, default[k]) != now[k]]
 
 
-__all__ = ["Config", "ConfigError", "DISCRIMINATOR_PRESETS", "GENERATOR_KEYS", "parse_hw",
-           "architecture_mismatch", "generator_arch"]
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
+    """Declares one absl flag per Config field: same name, default and help; HxW tuples are
+    strings such as ``256x512``."""
+    types = typing.get_type_hints(Config)
+    define = {int: flags.DEFINE_integer, float: flags.DEFINE_float, str: flags.DEFINE_string,
+              bool: flags.DEFINE_bool}
+    for f in dataclasses.fields(Config):
+        help_text = f.metadata["help"]
+        if f.name in HW_KEYS:
+            flags.DEFINE_string(f.name, "x".join(map(str, f.default)), help_text,
+                                flag_values=flag_values)
+        else:
+            define[types[f.name]](f.name, f.default, help_text, flag_values=flag_values)
+
+
+def config_from_flags(flag_values: flags.FlagValues = flags.FLAGS) -> Config:
+    """The Config of parsed flags (declared by ``define_flags``); ConfigError names a bad one."""
+    kw = {f.name: flag_values[f.name].value for f in dataclasses.fields(Config)}
+    for k in HW_KEYS:
+        kw[k] = parse_hw(kw[k], k)
+    return Config(**kw)
+
+
+def global_batch(saved: dict[str, Any], device_count: int) -> int:
+    """The global batch of a (saved) config dict on ``device_count`` devices (as Parallel)."""
+    d = {**Config().to_dict(), **saved}
+    if d["parallel"] == "pmap" and d["per_device_batch_size"]:
+        return d["per_device_batch_size"] * device_count
+    return d["batch_size"]
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return "x".join(map(str, value))
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def config_changes(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """``--key: old (workdir) vs new (now)`` for each key that changes what is trained (not in
+    RESUME_SAFE_KEYS; see there) between a workdir's config dict and the new one. Both dicts may
+    hold ``global_batch``; keys an older run did not record take the Config default."""
+    default = Config().to_dict()
+    old, new = {**default, **saved}, {**default, **now}
+    keys = [k for k in default if k not in RESUME_SAFE_KEYS]
+    if new["lr_schedule"] != "constant" or old["lr_schedule"] != "constant":
+        keys.append("num_steps")
+    out = [f"--{k}: {_show(old[k])} (workdir) vs {_show(new[k])} (now)"
+           for k in keys if old[k] != new[k]]
+    gb_old, gb_new = saved.get("global_batch"), now.get("global_batch")
+    if None not in (gb_old, gb_new) and gb_old != gb_new:
+        out.append(f"global batch (--batch_size, --parallel, --per_device_batch_size): "
+                   f"{gb_old} (workdir) vs {gb_new} (now)")
+    return out
+
+
+__all__ = ["Config", "ConfigError", "ConfigChangeError", "DISCRIMINATOR_PRESETS", "GENERATOR_KEYS",
+           "RESUME_SAFE_KEYS", "architecture_mismatch", "config_changes", "config_from_flags",
+           "define_flags", "generator_arch", "global_batch", "parse_hw"]

@@ -10,6 +10,7 @@ import json
 import logging
 import math
 import os
+import tempfile
 import time
 from typing import Any
 
@@ -20,7 +21,7 @@ from tqdm import tqdm
 
 from patchfuse_jax import data, io
 from patchfuse_jax.checkpoint import Checkpoints
-from patchfuse_jax.config import Config
+from patchfuse_jax.config import Config, ConfigChangeError, ConfigError, config_changes, global_batch
 from patchfuse_jax.export import export_generator
 from patchfuse_jax.inference import generator_fn, make_fuse_params
 from patchfuse_jax.models import receptive_field
@@ -33,6 +34,40 @@ log = logging.getLogger("patchfuse_jax")
 
 class NonFiniteError(FloatingPointError):
     """A loss became NaN/Inf; the message names the step."""
+
+
+class JsonlError(ValueError):
+    """A JSON-lines file (metrics.jsonl, config_history.jsonl) has a broken line; names it."""
+
+
+def read_jsonl(path: str) -> list[dict[str, Any]]:
+    """The rows of a JSON-lines file ([] when absent). A broken last line (a crash cut it) is
+    skipped with a warning; a broken line before it raises JsonlError naming file and line."""
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        lines = f.read().split("\n")
+    rows = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            if any(x.strip() for x in lines[i + 1:]):
+                raise JsonlError(f"{path}:{i + 1}: not a JSON line ({e.msg}); fix or delete it"
+                                 ) from None
+            log.warning("%s:%d: dropped the last line, cut short (by a crash?): %r", path, i + 1,
+                        line[:80])
+    return rows
+
+
+def read_metrics(path: str) -> list[dict[str, Any]]:
+    """The rows of a run's ``metrics.jsonl`` (training and ``val_*`` lines) as read_jsonl;
+    ``path`` is the file or its workdir."""
+    if os.path.isdir(path):
+        path = os.path.join(path, "metrics.jsonl")
+    return read_jsonl(path)
 
 
 def _write_samples(path: str, host_state: TrainState, cfg: Config, samples: dict[str, np.ndarray]) -> None:
@@ -60,29 +95,94 @@ def _check_finite(pending: list[tuple[int, dict[str, Any]]]) -> list[tuple[int, 
     return out
 
 
-def _truncate_metrics(path: str, last_step: int) -> None:
-    """Drops lines logged after ``last_step`` by an interrupted run (they will be redone)."""
-    if not os.path.exists(path):
-        return
-    with open(path) as f:
-        lines = [ln for ln in f if ln.strip() and json.loads(ln)["step"] <= last_step]
+def _write_jsonl(path: str, rows: list[dict[str, Any]]) -> None:
     with open(path, "w") as f:
-        f.writelines(lines)
+        f.writelines(json.dumps(r) + "\n" for r in rows)
 
 
-def train_and_evaluate(cfg: Config, workdir: str, *, show_progress: bool = True) -> TrainState:
-    """Trains to ``cfg.num_steps`` (resuming from ``workdir``); returns the final state."""
+def _truncate_metrics(path: str, last_step: int) -> None:
+    """Drops lines logged after ``last_step`` by an interrupted run (they will be redone) and a
+    last line cut by a crash (which the next line would otherwise be glued to)."""
+    if os.path.exists(path):
+        _write_jsonl(path, [r for r in read_jsonl(path) if r["step"] <= last_step])
+
+
+def _prepare_workdir(workdir: str) -> None:
+    """Creates ``workdir``; ConfigError (one line) when it is a file or cannot be written."""
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        raise ConfigError(f"--workdir={workdir}: is a file, not a folder")
+    try:
+        os.makedirs(workdir, exist_ok=True)
+        with tempfile.TemporaryFile(dir=workdir):
+            pass
+    except OSError as e:
+        raise ConfigError(f"--workdir={workdir}: cannot write there ({e.strerror or e})") from None
+
+
+def _workdir_config(workdir: str, ckpts: Checkpoints, step: int) -> dict[str, Any]:
+    """The config the workdir was last trained with: config.json, else the checkpoint's."""
+    path = os.path.join(workdir, "config.json")
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        pass
+    except (OSError, json.JSONDecodeError) as e:
+        log.warning("%s unreadable (%s); using the config of checkpoint %d", path, e, step)
+    return ckpts.config_dict(step)
+
+
+def check_config_change(saved: dict[str, Any], now: dict[str, Any], workdir: str, step: int,
+                        allow: bool) -> list[str]:
+    """The changes of training keys (config.config_changes) between the workdir's config and the
+    new one; ConfigChangeError listing them unless ``allow``."""
+    changes = config_changes(saved, now)
+    if changes and not allow:
+        raise ConfigChangeError(
+            f"{workdir} was trained to step {step} with other settings: {'; '.join(changes)}. "
+            "Use the workdir's flags (its config.json), a new --workdir, or --allow_config_change "
+            "to continue with the new ones (the old config goes to config_history.jsonl).")
+    return changes
+
+
+def _write_config(workdir: str, now: dict[str, Any], old: dict[str, Any] | None, step: int) -> None:
+    """Writes config.json; an ``old`` config is first appended to config_history.jsonl as
+    ``{"from_step", "until_step", "config"}``: it trained steps from_step+1..until_step."""
+    if old is not None:
+        path = os.path.join(workdir, "config_history.jsonl")
+        history = read_jsonl(path)
+        first = history[-1]["until_step"] if history else 0
+        _write_jsonl(path, history + [{"from_step": first, "until_step": step, "config": old}])
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+        f.write(json.dumps(now, indent=2, sort_keys=True))
+
+
+def train_and_evaluate(cfg: Config, workdir: str, *, show_progress: bool = True,
+                       allow_config_change: bool = False) -> TrainState:
+    """Trains to ``cfg.num_steps`` (resuming from ``workdir``); returns the final state.
+
+    Resuming with a config that changes what is trained (config.config_changes) raises
+    ConfigChangeError unless ``allow_config_change``; then config.json gets the new config and
+    the old one is appended to config_history.jsonl."""
     # --- Setup -----------------------------------------------------------------------------
+    _prepare_workdir(workdir)
     par = Parallel(cfg)
     show_progress = show_progress and par.is_main
-    os.makedirs(workdir, exist_ok=True)
     ckpts = Checkpoints(workdir, keep=cfg.keep_checkpoints)
     latest = ckpts.latest_step()
+    run_config = {**cfg.to_dict(), "global_batch": par.global_batch}  # what config.json holds
+    old_config = None
     if latest is not None:
         ckpts.check_compatible(latest, cfg)
+        saved = _workdir_config(workdir, ckpts, latest)
+        saved.setdefault("global_batch", global_batch(saved, par.n_global))  # older runs
+        changes = check_config_change(saved, run_config, workdir, latest, allow_config_change)
+        if changes:
+            log.warning("config changed from step %d on (--allow_config_change): %s", latest,
+                        "; ".join(changes))
+            old_config = saved
     if par.is_main:
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            f.write(cfg.to_json())
+        _write_config(workdir, run_config, old_config, latest or 0)
     geom = receptive_field(cfg.d_layers)
     log.info("discriminator patch (receptive field) %dx%d, stride %d", geom.size, geom.size, geom.stride)
     log.info("global batch %d = %d per device x %d devices (%s)", par.global_batch, par.per_device,
@@ -160,6 +260,10 @@ def train_and_evaluate(cfg: Config, workdir: str, *, show_progress: bool = True)
     if validator is not None and os.path.exists(best_path):
         with open(best_path) as f:
             best = json.load(f)
+        if best.get("eval_split", cfg.eval_split) != cfg.eval_split:
+            log.warning("%s was selected on %s; starting a new best on --eval_split=%s", best_path,
+                        best["eval_split"], cfg.eval_split)
+            best = None
 
     def run_eval():
         nonlocal best
@@ -176,6 +280,7 @@ def train_and_evaluate(cfg: Config, workdir: str, *, show_progress: bool = True)
         if best is None or selection_key(res) > selection_key(best["val"]):
             export_generator(params, os.path.join(workdir, "best.msgpack"))
             best = {"step": step, "val": res, "average": validator.average,
+                    "eval_split": cfg.eval_split,
                     "criterion": "wins over Average fusion (of 6 paper metrics), then mean relative margin"}
             with open(best_path, "w") as f:
                 json.dump(best, f, indent=2)
