@@ -268,6 +268,5 @@ def fuse(params: FuseParams, ir, vis, bn: str = "running", *, color: bool = Fals
         y = np.stack([tiling.fuse_tiled(one, a, b, tile_hw, overlap)
                       for a, b in zip(prep.ir, prep.vis)])
     if prep.chroma is not None:
-        rgb = io.ycbcr_to_rgb(np.concatenate([y[..., None], prep.chroma], axis=-1))
-        y = np.clip(rgb, 0.0, 1.0).astype(np.float32)
+        y = layouts.to_rgb(y, prep.chroma)
     return y[0] if prep.single else y

@@ -33,7 +33,7 @@ LOW_RANGE = 0.05  # warn when an input spans less than this fraction of its dtyp
 @dataclasses.dataclass
 class Prepared:
     """``ir``, ``vis``: ``float32 (B, H, W)`` in [0, 1] (``vis`` is luma Y); ``chroma``:
-    ``float64 (B, H, W, 2)`` visible Cb/Cr for colour output, else None; ``single``: one pair."""
+    ``float32 (B, H, W, 2)`` visible Cb/Cr for colour output, else None; ``single``: one pair."""
     ir: np.ndarray
     vis: np.ndarray
     chroma: np.ndarray | None
@@ -97,6 +97,30 @@ def normalize_ir(ir: np.ndarray, mode: str, percentiles=(1.0, 99.0)) -> np.ndarr
     return np.clip((ir - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
 
 
+ROWS = 256  # colour conversion runs in blocks of rows: float64 temporaries stay small
+
+
+def _chroma(rgb: np.ndarray, name: str) -> np.ndarray:
+    """``(H, W, 3)`` RGB (uint8/uint16/float) -> float32 ``(H, W, 2)`` BT.601 Cb, Cr."""
+    out = np.empty(rgb.shape[:2] + (2,), np.float32)
+    for r in range(0, rgb.shape[0], ROWS):
+        block = rgb[r:r + ROWS]
+        unit = io.to_unit_float(block.astype(np.float32) if block.dtype.kind == "f" else block,
+                                name=name)
+        out[r:r + ROWS] = io.rgb_to_ycbcr(unit)[..., 1:]
+    return out
+
+
+def to_rgb(y: np.ndarray, chroma: np.ndarray) -> np.ndarray:
+    """Fused luma ``(..., H, W)`` + Cb/Cr ``(..., H, W, 2)`` -> float32 RGB ``(..., H, W, 3)`` in
+    [0, 1] (``io.ycbcr_to_rgb``, clipped)."""
+    out = np.empty(y.shape + (3,), np.float32)
+    for r in range(0, y.shape[-2], ROWS):
+        ycc = np.concatenate([y[..., r:r + ROWS, :, None], chroma[..., r:r + ROWS, :, :]], axis=-1)
+        out[..., r:r + ROWS, :, :] = np.clip(io.ycbcr_to_rgb(ycc), 0.0, 1.0)
+    return out
+
+
 def _check_options(ir_norm: str, percentiles) -> None:
     if ir_norm not in IR_NORMS:
         raise ValueError(f"fuse: ir_norm={ir_norm!r}: expected one of {', '.join(IR_NORMS)}")
@@ -134,8 +158,6 @@ def prepare(ir, vis, *, color: bool = False, ir_norm: str = "none",
                                         name=f"vis{tag}"))
         _warn_low_range(y, f"vis{tag}")
         if keep_color:
-            rgb = io.to_unit_float(b[..., :3].astype(np.float32) if b.dtype.kind == "f"
-                                   else b[..., :3], name=f"vis{tag}")
-            chroma.append(io.rgb_to_ycbcr(rgb)[..., 1:])
+            chroma.append(_chroma(b[..., :3], f"vis{tag}"))
     return Prepared(np.stack(out_ir), np.stack(out_vis),
                     np.stack(chroma) if keep_color else None, single)
