@@ -178,63 +178,6 @@ def _phase_upsample_bwd(res, dy):
 _phase_upsample.defvjp(_phase_upsample_fwd, _phase_upsample_bwd)
 
 
-@jax.custom_vjp
-def _down4s2(x, kernel):
-    """4x4 stride-2 conv, zero padding 1: ``(B, H, W, Cin)`` (H, W even) -> ``(B, H/2, W/2, Cout)``."""
-    return _conv(x, kernel, (2, 2), ((1, 1), (1, 1)))
-
-
-def _down4s2_fwd(x, kernel):
-    return _down4s2(x, kernel), (x, kernel)
-
-
-def _down4s2_bwd(res, dy):
-    # Kernel tap (2a + r, 2c + s) of output q reads input row/column 2q + 2(a, c) + (r, s) of the
-    # padded input, i.e. block q + (a, c), phase (r, s) of its 2x2 space-to-depth. Both gradients
-    # are then one matmul over all output positions (XLA:CPU's own backward of a strided conv
-    # is a dilated conv, several times slower than the forward).
-    x, kernel = res
-    b, h, w, cin = x.shape
-    h2, w2, cout = h // 2, w // 2, kernel.shape[-1]
-    s2d = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0))).reshape(b, h2 + 1, 2, w2 + 1, 2, cin)
-    blocks = jnp.stack([jnp.stack([s2d[:, a:a + h2, :, c:c + w2] for c in (0, 1)], 3)
-                        for a in (0, 1)], 3)                        # (B, h2, r, a, c, w2, s, Cin)
-    k6 = kernel.reshape(2, 2, 2, 2, cin, cout)                      # (a, r, c, s, Cin, Cout)
-    dk = jnp.einsum("niracjsk,nijo->arcsko", blocks, dy)
-    db = jnp.einsum("nijo,arcsko->niracjsk", dy, k6)               # (B, h2, r, a, c, w2, s, Cin)
-    ds2d = sum(jnp.pad(db[:, :, :, a, c], ((0, 0), (a, 1 - a), (0, 0), (c, 1 - c), (0, 0), (0, 0)))
-               for a in (0, 1) for c in (0, 1))                     # (B, h2+1, 2, w2+1, 2, Cin)
-    dx = ds2d.reshape(b, h + 2, w + 2, cin)[:, 1:h + 1, 1:w + 1]
-    return dx, dk.reshape(4, 4, cin, cout)
-
-
-_down4s2.defvjp(_down4s2_fwd, _down4s2_bwd)
-
-
-def fast_conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
-                              rhs_dilation=None, dimension_numbers=None, feature_group_count=1,
-                              **kwargs):
-    """``lax.conv_general_dilated`` for flax ``nn.Conv(conv_general_dilated=...)``: the 4x4
-    stride-2 padding-1 NHWC convs (encoder, PatchGANs) run ``_down4s2`` (same function, matmul
-    backward); every other conv runs ``lax.conv_general_dilated`` unchanged."""
-    nhwc = lax.conv_dimension_numbers(lhs.shape, rhs.shape, ("NHWC", "HWIO", "NHWC"))
-    ours = (tuple(rhs.shape[:2]) == (4, 4) and tuple(window_strides) == (2, 2)
-            and [tuple(p) for p in padding] == [(1, 1), (1, 1)]
-            and lhs_dilation in (None, (1, 1)) and rhs_dilation in (None, (1, 1))
-            and feature_group_count == 1 and lhs.shape[1] % 2 == 0 and lhs.shape[2] % 2 == 0
-            and lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers) == nhwc
-            and kwargs.get("preferred_element_type") is None)
-    if ours:
-        return _down4s2(lhs, rhs)
-    return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
-                                    dimension_numbers, feature_group_count, **kwargs)
-
-
-def conv_fn(impl: str):
-    """The ``conv_general_dilated`` for flax ``nn.Conv`` under ``impl`` (None: flax's default)."""
-    return fast_conv_general_dilated if resolve_impl(impl) == "fast" else None
-
-
 def upsample2x(x: jax.Array, kernel: jax.Array, mode: str, impl: str = "xla") -> jax.Array:
     """2x upsampling conv, ``x (B, H, W, Cin)`` -> ``(B, 2H, 2W, Cout)``, no bias.
 
@@ -307,8 +250,7 @@ class Generator(nn.Module):
 
         feats = [min(self.ngf * 2 ** i, 8 * self.ngf) for i in range(self.num_downs)]
         conv = functools.partial(nn.Conv, kernel_size=(4, 4), strides=(2, 2),
-                                 padding=((1, 1), (1, 1)), dtype=self.dtype,
-                                 conv_general_dilated=conv_fn(self.impl))
+                                 padding=((1, 1), (1, 1)), dtype=self.dtype)
         skips = []
         for level, f in enumerate(feats):
             if level > 0:
@@ -344,7 +286,6 @@ class Discriminator(nn.Module):
     layers: tuple[tuple[int, int], ...] = DISCRIMINATOR_PRESETS["pix2pix70"]
     ndf: int = 64
     norm: str = "batch"
-    impl: str = "auto"            # conv formulation (CONV_IMPLS); not part of the architecture
     axis_name: str | None = None
     dtype: Any = jnp.float32
 
@@ -359,8 +300,7 @@ class Discriminator(nn.Module):
             p = conv_padding(k)
             x = nn.Conv(1 if last else min(self.ndf * 2 ** i, 8 * self.ndf), (k, k), strides=(s, s),
                         padding=((p, p), (p, p)),
-                        use_bias=not (normed and self.norm == "batch"), dtype=self.dtype,
-                        conv_general_dilated=conv_fn(self.impl))(x)
+                        use_bias=not (normed and self.norm == "batch"), dtype=self.dtype)(x)
             if not last:
                 if normed:
                     x = norm()(x)
