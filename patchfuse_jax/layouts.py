@@ -143,6 +143,8 @@ def prepare(ir, vis, *, color: bool = False, ir_norm: str = "none",
         where = "" if single else f" (batch of {len(irs)})"
         raise ValueError(f"fuse: ir and vis differ in size: ir {irs.shape[1:3]} vs vis "
                          f"{viss.shape[1:3]}{where}")
+    if min(irs.shape[1:3]) < 1 or len(irs) == 0:
+        raise ValueError(f"fuse: empty input: ir {irs.shape}, vis {viss.shape}")
     keep_color = color and viss.ndim == 4 and viss.shape[-1] in (3, 4)
     out_ir, out_vis, chroma = [], [], []
     for i, (a, b) in enumerate(zip(irs, viss)):

@@ -100,6 +100,8 @@ def test_lists_and_arrays_are_the_same_batch(params):
         fuse(params, ir, vis[:1])
     with pytest.raises(ValueError, match="ir is one image, so vis must be"):
         fuse(params, ir[0], vis)
+    with pytest.raises(ValueError, match="empty input"):
+        fuse(params, np.zeros((0, 30)), np.zeros((0, 30)))
 
 
 def test_16bit_ir_warns_and_normalises(params):
