@@ -146,11 +146,25 @@ def _patches(x):
                       for a in (0, 1)], 3)
 
 
+# Inputs with at most this many positions (H x W) take one matmul over 2x2 patches instead of
+# four 2x2 convs: XLA:CPU runs small-image, many-channel 2x2 convs at a fraction of its matmul
+# rate (paper decoder, 2x4 and 4x8 inputs with 1024 channels: 2.2-2.7x faster as a matmul),
+# while large images are faster as convs (measured 2026-12-01, docs/design.md).
+MATMUL_MAX_POSITIONS = 256
+
+
 @jax.custom_vjp
 def _phase_upsample(x, kp):
-    """Four 2x2 convs (phase r, c reads the input padded by (1-r, r) rows, (1-c, c) columns)."""
-    rows = [jnp.stack([_conv(x, kp[:, :, :, r, c], (1, 1), ((1 - r, r), (1 - c, c)))
-                       for c in (0, 1)], 3) for r in (0, 1)]
+    """Phase (r, c) of the output at input position q is the 2x2 patch at q + (r, c) of the
+    zero-padded input times ``kp[..., r, c, :]``: four 2x2 convs (input padded by (1-r, r) rows,
+    (1-c, c) columns), or for small inputs one matmul over all patches."""
+    b, h, w, _ = x.shape
+    if h * w <= MATMUL_MAX_POSITIONS:
+        y = jnp.einsum("nhwabi,abirco->nhwrco", _patches(x), kp)  # (B, H+1, W+1, 2, 2, Cout)
+        rows = [jnp.stack([y[:, r:r + h, c:c + w, r, c] for c in (0, 1)], 3) for r in (0, 1)]
+    else:
+        rows = [jnp.stack([_conv(x, kp[:, :, :, r, c], (1, 1), ((1 - r, r), (1 - c, c)))
+                           for c in (0, 1)], 3) for r in (0, 1)]
     return _interleave(jnp.stack(rows, 2))
 
 

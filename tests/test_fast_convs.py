@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from patchfuse_jax import models
 from patchfuse_jax.models import Generator, resolve_impl, upsample2x
 
 TOL = dict(rtol=1e-10, atol=1e-10)
@@ -33,8 +34,14 @@ def _check_same_function(f_fast, f_ref, *args):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), **TOL)
 
 
+@pytest.fixture(params=["matmul", "conv"])
+def both_forms(request, monkeypatch):
+    """Runs a test with the small-input matmul form and with the 2x2-conv form."""
+    monkeypatch.setattr(models, "MATMUL_MAX_POSITIONS", 10**9 if request.param == "matmul" else 0)
+
+
 @pytest.mark.parametrize("hw", [(5, 7), (8, 8), (1, 3)])
-def test_phase_upsampling_equals_transposed_conv(x64, hw):
+def test_phase_upsampling_equals_transposed_conv(x64, both_forms, hw):
     """Against lax.conv_transpose (test_models checks Upsample2x against flax ConvTranspose)."""
     x, w = _rand(0, (2, *hw, 3)), _rand(1, (4, 4, 3, 5))
     ref = lambda x, w: lax.conv_transpose(x, w, (2, 2), "SAME",
@@ -43,7 +50,7 @@ def test_phase_upsampling_equals_transposed_conv(x64, hw):
 
 
 @pytest.mark.parametrize("hw", [(5, 7), (8, 8), (1, 3)])
-def test_phase_upsampling_equals_resize_then_conv(x64, hw):
+def test_phase_upsampling_equals_resize_then_conv(x64, both_forms, hw):
     x, w = _rand(0, (2, *hw, 3)), _rand(1, (3, 3, 3, 5))
 
     def ref(x, w):  # jax.image's nearest resize, then a plain 3x3 'SAME' conv
@@ -56,7 +63,7 @@ def test_phase_upsampling_equals_resize_then_conv(x64, hw):
 
 
 @pytest.mark.parametrize("upsample", ["transpose", "resize"])
-def test_generator_fast_equals_xla(x64, upsample):
+def test_generator_fast_equals_xla(x64, both_forms, upsample):
     """Whole U-Net (train-mode BatchNorm): same output and parameter gradients either way, and
     the same parameter tree (names and shapes)."""
     x = jax.random.uniform(jax.random.key(0), (2, 20, 24, 2), jnp.float64)
