@@ -123,6 +123,9 @@ def _tap_matrix(mode: str) -> np.ndarray:
 def phase_kernel(kernel: jax.Array, mode: str) -> jax.Array:
     """Upsampling kernel ``(k, k, Cin, Cout)`` -> ``(2, 2, Cin, 2, 2, Cout)``: the 2x2 kernel
     (tap row, tap column, Cin) of each output phase (row phase, column phase, Cout)."""
+    if mode == "transpose":  # tap t of phase p is kernel row 2t + p: a pure reshuffle
+        k = kernel.reshape(2, 2, 2, 2, *kernel.shape[2:])  # (a, r, b, c, Cin, Cout)
+        return k.transpose(0, 2, 4, 1, 3, 5)
     m = jnp.asarray(_tap_matrix(mode), kernel.dtype)
     return jnp.einsum("rau,cbv,uvio->abirco", m, m, kernel)
 
