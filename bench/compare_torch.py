@@ -227,7 +227,7 @@ def bench_eval(name: str, spec: dict, args) -> dict:
     x_t = nchw(np.concatenate([ir, vis], -1))
 
     t0 = time.perf_counter()
-    fuse(params, ir2, vis2)
+    fuse(params, ir2, vis2, bn="running")  # eval-mode BatchNorm, as the torch twin
     fuse_first_s = time.perf_counter() - t0
 
     apply_fn = state.g.apply_fn
@@ -244,7 +244,7 @@ def bench_eval(name: str, spec: dict, args) -> dict:
 
     fns = {"torch": theirs,
            "ours": lambda: jax.block_until_ready(fwd_c(variables, x)),
-           "ours_fuse": lambda: fuse(params, ir2, vis2)}
+           "ours_fuse": lambda: fuse(params, ir2, vis2, bn="running")}
     times = interleaved(fns, args.warmup, args.iters)
     return {"workload": name, "kind": "g_eval", **describe(cfg), "params_g": pg,
             "ours_ms": ms(times["ours"]), "ours_fuse_ms": ms(times["ours_fuse"]),

@@ -5,7 +5,7 @@ Library entry points::
     from patchfuse_jax import fuse, load_checkpoint, pretrained
     params = load_checkpoint("runs/demo")   # a workdir or an exported .msgpack file
     params = pretrained()                   # the weights shipped in the package, if any
-    fused = fuse(params, ir, vis)           # float32 in [0, 1]; bn="image": per-image BatchNorm
+    fused = fuse(params, ir, vis)           # float32 in [0, 1]; per-image BatchNorm (bn="image")
 
 Command line: ``python -m patchfuse_jax export --workdir=W --out=model.msgpack`` (or ``patchfuse``).
 """

@@ -80,8 +80,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="IR normalisation, e.g. for 14-bit counts in 16-bit files (default none)")
     p.add_argument("--percentiles", type=_percentiles, default=(1.0, 99.0), metavar="LOW,HIGH",
                    help="percentiles of --ir_norm=percentile (default 1,99)")
-    p.add_argument("--bn", choices=("running", "image"), default="running",
-                   help="BatchNorm statistics: saved running averages (default) or each image's own")
+    p.add_argument("--bn", choices=("running", "image"), default="image",
+                   help="BatchNorm statistics: each image's own (default, as in training at batch 1) or the saved running averages")
     p.add_argument("--batch_size", type=int, default=DEFAULT_BATCH_SIZE,
                    help=f"images of equal padded shape fused together (default {DEFAULT_BATCH_SIZE})")
     p.add_argument("--overwrite", action="store_true",
@@ -267,7 +267,7 @@ def _to_pixels(y: np.ndarray, hw: tuple[int, int], stem: str) -> np.ndarray:
 
 def fuse_folder(ir_dir, vis_dir, out_dir, *, split=None, checkpoint=None, step=None,
                 color=False, tile=None, overlap=DEFAULT_OVERLAP, bits=8, ir_norm="none",
-                percentiles=(1.0, 99.0), bn="running", batch_size=DEFAULT_BATCH_SIZE,
+                percentiles=(1.0, 99.0), bn="image", batch_size=DEFAULT_BATCH_SIZE,
                 overwrite=False, progress=True, params=None) -> Report:
     """Fuses every pair of ``ir_dir`` / ``vis_dir`` (or the stems of the ``split`` file) into
     ``out_dir/<stem>.png``; see the module docstring. ``params`` (``FuseParams``) replaces

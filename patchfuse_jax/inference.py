@@ -7,10 +7,12 @@ reflect-padded to a multiple of ``2**num_downs`` (as the generator itself would)
 back, so there is one compilation per (architecture, BatchNorm mode, padded shape). Images too
 large for memory: ``tile=`` (``patchfuse_jax.tiling``).
 
-BatchNorm at inference (``bn``): ``"running"`` (default) normalises with the running statistics
-saved in training; ``"image"`` normalises every image with its own statistics (train-mode
-BatchNorm on a batch of one, as pix2pix does at test time); each image of a batch is computed
-on its own, so its result does not depend on the others. Models trained with ``norm=instance``
+BatchNorm at inference (``bn``): ``"image"`` (default, ``DEFAULT_BN``) normalises every image
+with its own statistics (train-mode BatchNorm on a batch of one, as pix2pix does at test time and
+as the paper's batch-1 training sees it); each image of a batch is computed on its own, so its
+result does not depend on the others. ``"running"`` normalises with the running statistics saved
+in training (eval-mode BatchNorm). On RoadScene with a batch-1 BatchNorm model, ``"image"`` was
+better on validation (docs/inference.md), hence the default. Models trained with ``norm=instance``
 have no BatchNorm and give the same result for both.
 
 ``load_checkpoint`` reads only the generator (its parameters and BatchNorm statistics) of a
@@ -36,6 +38,7 @@ from patchfuse_jax.config import generator_arch
 from patchfuse_jax.models import Generator
 
 BN_MODES = ("running", "image")
+DEFAULT_BN = "image"
 
 
 @flax.struct.dataclass
@@ -78,7 +81,7 @@ def _bn_mode(bn: str, arch: dict[str, Any]) -> str:
 
 
 @functools.lru_cache(maxsize=None)
-def _generator_fn(arch: tuple, bn: str = "running"):
+def _generator_fn(arch: tuple, bn: str):
     model = Generator(**dict(arch))
     if bn == "running":
         return jax.jit(lambda variables, x: model.apply(variables, x, train=False))
@@ -90,7 +93,7 @@ def _generator_fn(arch: tuple, bn: str = "running"):
     return jax.jit(jax.vmap(one, in_axes=(None, 0)))
 
 
-def generator_fn(arch: dict[str, Any], bn: str = "running"):
+def generator_fn(arch: dict[str, Any], bn: str = DEFAULT_BN):
     """Jitted generator ``(variables, x (B, H, W, 2)) -> (B, H, W, 1)`` for the architecture
     ``arch`` (a config dict) and BatchNorm mode ``bn`` (see the module docstring); cached."""
     arch = generator_arch(arch)
@@ -238,7 +241,7 @@ def _run(fn, params: FuseParams, ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
     return np.asarray(fn(params.variables, x))[:, :h, :w, 0]
 
 
-def fuse(params: FuseParams, ir, vis, bn: str = "running", *, color: bool = False,
+def fuse(params: FuseParams, ir, vis, bn: str = DEFAULT_BN, *, color: bool = False,
          tile=None, overlap: int = 32, ir_norm: str = "none",
          percentiles=(1.0, 99.0)) -> np.ndarray:
     """Fuses one pair or a batch (layouts, dtypes and ``ir_norm``: ``patchfuse_jax.layouts``).

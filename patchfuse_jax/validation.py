@@ -64,8 +64,10 @@ class Validator:
                for (stem, _, _, a, b), f in zip(self.pairs, fused)]
         return {m: float(np.mean([p[m] for p in per])) for m in METRICS}
 
-    def evaluate(self, params, bn: str = "running") -> dict[str, float]:
-        """Means of the six metrics for ``params`` (FuseParams), plus ``wins`` and ``margin``."""
-        from patchfuse_jax.inference import fuse  # lazy: JAX
+    def evaluate(self, params, bn: str | None = None) -> dict[str, float]:
+        """Means of the six metrics for ``params`` (FuseParams), plus ``wins`` and ``margin``;
+        ``bn``: BatchNorm mode of ``fuse`` (default: fuse's default)."""
+        from patchfuse_jax.inference import DEFAULT_BN, fuse  # lazy: JAX
+        bn = bn or DEFAULT_BN
         fused = [quantize(fuse(params, ir, vis, bn=bn)) for _, ir, vis, _, _ in self.pairs]
         return summarize(self._score(fused), self.average)

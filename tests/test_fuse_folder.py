@@ -231,7 +231,10 @@ def test_color_output_for_colour_visible_images(model, tmp_path, capsys):
     for stem in ("b", "c"):                                         # gray visible: gray output
         got = io.read_image(tmp_path / "out" / f"{stem}.png")
         assert got.shape == (37, 53)
-        np.testing.assert_array_equal(got, _expected(params, ir / f"{stem}.png", vis / "c.png"))
+        want = _expected(params, ir / f"{stem}.png", vis / "c.png")
+        # b and c are fused as one batch: per-image BatchNorm (bn="image") in a batch of two may
+        # round differently from a single call, so allow one 8-bit level.
+        assert np.abs(got.astype(int) - want.astype(int)).max() <= 1
     _ok(*_run(capsys, ir, vis, tmp_path / "out16", "--color", "--bits=16", checkpoint=path))
     rgb16 = _read_png16(tmp_path / "out16" / "a.png")
     assert rgb16.shape == (37, 53, 3)

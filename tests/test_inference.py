@@ -74,11 +74,11 @@ def test_padding_outside_the_jit_is_exact_and_shares_compiles(params):
     from patchfuse_jax.models import Generator
 
     rng = np.random.default_rng(2)
-    fn = generator_fn(params.arch_dict)
+    fn = generator_fn(params.arch_dict, "running")
     ir, vis = rng.random((2, 29, 31)).astype(np.float32), rng.random((2, 29, 31)).astype(np.float32)
-    out = fuse(params, ir, vis)
+    out = fuse(params, ir, vis, bn="running")
     n = fn._cache_size()
-    fuse(params, ir[:, :30, :30], vis[:, :30, :30])  # pads to the same 32x32
+    fuse(params, ir[:, :30, :30], vis[:, :30, :30], bn="running")  # pads to the same 32x32
     assert fn._cache_size() == n
     g = Generator(**params.arch_dict)
     direct = g.apply(params.variables, jnp.stack([ir, vis], -1), train=False)[..., 0]
@@ -106,9 +106,16 @@ def test_bn_image_uses_each_images_own_statistics(params):
     direct, _ = g.apply(params.variables, jnp.stack([ir[1:2], vis[1:2]], -1), train=True,
                         mutable=["batch_stats"])
     np.testing.assert_allclose(batch[1], np.asarray(direct)[0, ..., 0], atol=1e-5)
-    running = fuse(params, ir, vis)
+    running = fuse(params, ir, vis, bn="running")
     assert np.abs(running - batch).max() > 1e-3
-    np.testing.assert_allclose(fuse(params, ir, vis, bn="running"), running, atol=0)
+    np.testing.assert_allclose(fuse(params, ir, vis), batch, atol=0)  # the default
+
+
+def test_default_bn_is_per_image(params):
+    rng = np.random.default_rng(5)
+    ir, vis = rng.random((20, 24)), rng.random((20, 24))
+    np.testing.assert_array_equal(fuse(params, ir, vis), fuse(params, ir, vis, bn="image"))
+    assert np.abs(fuse(params, ir, vis) - fuse(params, ir, vis, bn="running")).max() > 1e-4
 
 
 def test_bn_mode_is_ignored_without_batchnorm():
