@@ -123,13 +123,10 @@ def _stderr(msg: str) -> None:
     tqdm.write(msg, file=sys.stderr)  # keeps a running progress bar intact
 
 
-def _check_options(batch_size, tile, overlap, ir_norm, percentiles, bits, step, checkpoint):
+def _check_options(batch_size, ir_norm, percentiles, bits, step, checkpoint):
+    """The options fuse does not check itself (--tile/--overlap: ``_check_tile``)."""
     if batch_size < 1:
         raise FuseFolderError(f"--batch_size={batch_size}: must be at least 1")
-    if tile is not None and tile < 1:
-        raise FuseFolderError(f"--tile={tile}: must be a positive size in pixels")
-    if tile is not None and overlap < 0:
-        raise FuseFolderError(f"--overlap={overlap}: must be >= 0")
     lo, hi = percentiles
     if ir_norm == "percentile" and not 0.0 <= lo < hi <= 100.0:
         raise FuseFolderError(f"--percentiles={lo:g},{hi:g}: expected 0 <= LOW < HIGH <= 100")
@@ -276,7 +273,7 @@ def fuse_folder(ir_dir, vis_dir, out_dir, *, split=None, checkpoint=None, step=N
 
     from patchfuse_jax.evaluation import match_pairs, prepare_out_dir, read_split
 
-    _check_options(batch_size, tile, overlap, ir_norm, percentiles, bits, step, checkpoint)
+    _check_options(batch_size, ir_norm, percentiles, bits, step, checkpoint)
     stems = None if split is None else read_split(split)
     pairs = match_pairs(os.fspath(ir_dir), os.fspath(vis_dir), stems)
 
