@@ -19,13 +19,14 @@ from patchfuse_jax.models import CONV_IMPLS, DISCRIMINATOR_PRESETS, parse_discri
 WEIGHT_MODES = ("none", "d", "g", "dg")
 NORMS = ("batch", "instance")
 UPSAMPLES = ("transpose", "resize")
+OUTPUTS = ("direct", "residual_average")
 PARALLEL = ("none", "pmap")
 
 # Changing any of these makes a checkpoint unusable (different parameter shapes/semantics).
-ARCHITECTURE_KEYS = ("num_downs", "ngf", "ndf", "d_arch", "norm", "upsample", "input_skip")
+ARCHITECTURE_KEYS = ("num_downs", "ngf", "ndf", "d_arch", "norm", "upsample", "input_skip", "output")
 # The Config fields that are ``Generator`` constructor arguments (its architecture). A saved
 # config without one of them (older runs) means the Generator's default for it.
-GENERATOR_KEYS = ("num_downs", "ngf", "norm", "upsample", "input_skip")
+GENERATOR_KEYS = ("num_downs", "ngf", "norm", "upsample", "input_skip", "output")
 # Keys a run may change when it resumes a workdir (the resume guard, trainer.check_config_change,
 # ignores them); a change of any other key stops the run unless --allow_config_change:
 # - num_steps: how far to train. Not ignored with a linear/cosine --lr_schedule, whose learning
@@ -73,6 +74,9 @@ class Config:
                                         "resize (nearest + 3x3 conv).")
     input_skip: bool = _field(False, "Generator: concatenate the full-resolution input to the last "
                                      "decoder features, then a 3x3 conv (not in the paper).")
+    output: str = _field("direct", "Generator output: direct (sigmoid of the last layer, the paper) | "
+                                   "residual_average (a learnt correction of the pixel average of "
+                                   "the sources, starting at exactly the average; not in the paper).")
     conv_impl: str = _field("auto", "Upsampling conv formulation: auto (fast on CPU, xla elsewhere) | "
                                     "fast | xla. Same function.")
     compute_dtype: str = _field("float32", "float32 | bfloat16 activations/convs (mixed precision: "
@@ -125,7 +129,7 @@ class Config:
                 raise ConfigError(f"--{flag}={getattr(self, flag)!r}: {msg}")
 
         for name, choices in (("weight_mode", WEIGHT_MODES), ("norm", NORMS), ("parallel", PARALLEL),
-                              ("upsample", UPSAMPLES), ("conv_impl", CONV_IMPLS),
+                              ("upsample", UPSAMPLES), ("output", OUTPUTS), ("conv_impl", CONV_IMPLS),
                               ("init", ("flax", "pix2pix")),
                               ("compute_dtype", ("float32", "bfloat16")),
                               ("lr_schedule", ("constant", "linear", "cosine")),

@@ -220,11 +220,12 @@ class Upsample2x(nn.Module):
     use_bias: bool = True
     impl: str = "auto"
     dtype: Any = jnp.float32
+    kernel_init: Callable = nn.initializers.lecun_normal()
 
     @nn.compact
     def __call__(self, x):
         k = UPSAMPLE_KERNEL[self.mode]
-        kernel = self.param("kernel", nn.initializers.lecun_normal(), (k, k, x.shape[-1], self.features))
+        kernel = self.param("kernel", self.kernel_init, (k, k, x.shape[-1], self.features))
         y = upsample2x(x.astype(self.dtype), kernel.astype(self.dtype), self.mode, self.impl)
         if self.use_bias:
             y = y + self.param("bias", nn.initializers.zeros_init(), (self.features,)).astype(self.dtype)
@@ -244,12 +245,19 @@ class Generator(nn.Module):
     features instead of the output; after ReLU they are concatenated with the (padded) input
     ``[IR, visible]`` and a 3x3 conv (zero padding 1, bias) gives the output. This is the only
     full-resolution skip, so source pixels reach the output without passing a stride-2 conv.
+
+    ``output="residual_average"`` (not in the paper): the last layer, named ``residual`` and
+    initialised to zero, gives a correction ``r`` in logit space of the pixel average ``a`` of the
+    two inputs, ``out = sigmoid(logit(clip(a, 1/512, 1 - 1/512)) + r)``. At initialisation the
+    generator is Average fusion (to 1/512); training learns what to change. ``"direct"`` (the
+    paper) is ``out = sigmoid(r)``.
     """
     num_downs: int = 8
     ngf: int = 64
     norm: str = "batch"
     upsample: str = "transpose"   # decoder upsampling: transpose (pix2pix) | resize (nearest + 3x3)
     input_skip: bool = False      # full-resolution skip of the input into a final 3x3 conv
+    output: str = "direct"        # direct (paper) | residual_average (correction of the average)
     impl: str = "auto"            # conv formulation (CONV_IMPLS); not part of the architecture
     axis_name: str | None = None
     dtype: Any = jnp.float32
@@ -277,19 +285,27 @@ class Generator(nn.Module):
             if normed:
                 x = norm()(x)
             skips.append(x)
+        residual = self.output == "residual_average"
+        last = (dict(name="residual", kernel_init=nn.initializers.zeros_init()) if residual else {})
         for level in reversed(range(self.num_downs)):
             if level < self.num_downs - 1:
                 x = jnp.concatenate([skips[level], x], axis=-1)
             x = nn.relu(x)
             out_features = feats[level - 1] if level > 0 else (self.ngf if self.input_skip else 1)
+            final = level == 0 and not self.input_skip
             x = Upsample2x(out_features, mode=self.upsample, use_bias=bias or level == 0,
-                           impl=self.impl, dtype=self.dtype)(x)
+                           impl=self.impl, dtype=self.dtype, **(last if final else {}))(x)
             if level > 0:
                 x = norm()(x)
         if self.input_skip:
             x = jnp.concatenate([nn.relu(x), inputs.astype(x.dtype)], axis=-1)
-            x = nn.Conv(1, (3, 3), padding=((1, 1), (1, 1)), dtype=self.dtype)(x)
-        x = nn.sigmoid(x.astype(jnp.float32))
+            x = nn.Conv(1, (3, 3), padding=((1, 1), (1, 1)), dtype=self.dtype, **last)(x)
+        x = x.astype(jnp.float32)
+        if residual:
+            average = jnp.clip(inputs.astype(jnp.float32).mean(axis=-1, keepdims=True),
+                               1 / 512, 1 - 1 / 512)
+            x = x + jnp.log(average) - jnp.log1p(-average)
+        x = nn.sigmoid(x)
         return x[:, :h, :w, :]
 
 

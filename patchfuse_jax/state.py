@@ -65,12 +65,16 @@ def make_optimizer(cfg: Config) -> optax.GradientTransformation:
 
 def pix2pix_init(variables, key: jax.Array):
     """pix2pix's ``init_weights('normal', 0.02)``: conv kernels ~ N(0, 0.02), norm scales ~
-    N(1, 0.02), biases 0. ``variables``: a module's init output (only ``params`` change)."""
+    N(1, 0.02), biases 0. ``variables``: a module's init output (only ``params`` change). The
+    generator's ``residual`` layer (``--output=residual_average``) keeps its zero init, so such a
+    generator starts as Average fusion."""
     flat = flax.traverse_util.flatten_dict(variables["params"])
     keys = jax.random.split(key, len(flat))
     out = {}
     for k_rng, (path, v) in zip(keys, sorted(flat.items())):
-        if path[-1] == "kernel":
+        if "residual" in path:
+            pass
+        elif path[-1] == "kernel":
             v = 0.02 * jax.random.normal(k_rng, v.shape, v.dtype)
         elif path[-1] == "scale":
             v = 1.0 + 0.02 * jax.random.normal(k_rng, v.shape, v.dtype)

@@ -69,7 +69,8 @@ def test_load_checkpoint_restores_only_the_generator(workdir):
     params = load_checkpoint(workdir)
     partial = _bytes_read() - before
     assert params.step == 5 and params.arch_dict == {"num_downs": 2, "ngf": 8, "norm": "batch",
-                                                      "upsample": "transpose", "input_skip": False}
+                                                      "upsample": "transpose", "input_skip": False,
+                                                      "output": "direct"}
     assert params.config == CFG.to_dict() | {"crop_size": [32, 32], "synthetic_size": [40, 48]}
     full = _full_state(workdir, 5)
     got = jax.tree_util.tree_map(np.asarray, params.variables)
