@@ -10,7 +10,8 @@ import pytest
 
 from patchfuse_jax import io, losses, trainer
 from patchfuse_jax.config import Config, ConfigError
-from patchfuse_jax.state import create_train_state, learning_rate_schedule
+from patchfuse_jax.inference import fuse, make_fuse_params
+from patchfuse_jax.state import create_train_state, learning_rate_schedule, make_models
 from patchfuse_jax.synthetic import synthetic_pair
 from patchfuse_jax.validation import Validator, selection_key, summarize
 from tests.conftest import TINY
@@ -151,3 +152,32 @@ def test_shipped_weights_match_the_shipped_recipe():
     assert generator_arch(meta["arch"]) == generator_arch(recipe)
     for k in ("ssim_weight", "mse_weight", "gamma", "lam", "weight_mode", "train_split", "num_steps"):
         assert meta["config"][k] == recipe[k], k
+
+
+@pytest.mark.parametrize("input_skip", [False, True])
+@pytest.mark.parametrize("init", ["flax", "pix2pix"])
+def test_residual_average_generator_starts_as_average_fusion(init, input_skip):
+    """--output=residual_average: the zero-initialised ``residual`` layer survives both inits, so
+    the untrained generator returns the pixel average (to float32 rounding, away from 0 and 1)."""
+    cfg = Config(**{**TINY, "init": init, "input_skip": input_skip, "output": "residual_average"})
+    state = create_train_state(cfg)
+    head = state.g.params["residual"]
+    assert all(float(np.abs(v).max()) == 0.0 for v in jax.tree_util.tree_leaves(head))
+    ir, vis = synthetic_pair(3, 2, (40, 48))
+    params = make_fuse_params({"params": state.g.params, "batch_stats": state.g.batch_stats},
+                              cfg.to_dict())
+    out = fuse(params, ir, vis)
+    avg = np.clip((ir.astype(np.float64) + vis) / 2, 1 / 512, 1 - 1 / 512)  # floats in [0, 1]
+    np.testing.assert_allclose(out, avg, atol=1e-6)
+
+
+def test_residual_average_learns_a_correction():
+    """The residual head receives gradients: the generator moves away from the average."""
+    cfg = Config(**{**TINY, "output": "residual_average", "num_steps": 3})
+    gen, _ = make_models(cfg)
+    state = create_train_state(cfg)
+    x = jax.random.uniform(jax.random.key(0), (1, 32, 32, 2))
+    variables = {"params": state.g.params, "batch_stats": state.g.batch_stats}
+    loss = lambda p: jnp.mean((gen.apply({**variables, "params": p}, x, train=False) - 0.9) ** 2)
+    grads = jax.grad(loss)(state.g.params)
+    assert float(np.abs(grads["residual"]["kernel"]).max()) > 0
