@@ -91,6 +91,8 @@ class Config:
     lam: float = _field(0.5, "lambda: weight of the visible adversarial loss L_adv_vis (Eq. 6).")
     ssim_weight: float = _field(1.0, "Weight of L_ssim in Eq. 6 (paper: 1).")
     mse_weight: float = _field(1.0, "Weight of L_mse in Eq. 6 (paper: 1).")
+    detail_weight: float = _field(0.0, "Weight of a max-gradient detail term added to Eq. 6 "
+                                       "(losses.detail_loss; not in the paper: 0).")
     init: str = _field("flax", "flax (LeCun normal convs) | pix2pix (N(0, 0.02) convs, N(1, 0.02) "
                                "norm scales).")
     # Optimiser (the same Adam for all three networks).
@@ -152,6 +154,7 @@ class Config:
         need(self.gamma >= 0 and self.lam >= 0, "gamma", "gamma and lam must be >= 0")
         need(self.ssim_weight >= 0 and self.mse_weight >= 0, "ssim_weight",
              "ssim_weight and mse_weight must be >= 0")
+        need(self.detail_weight >= 0, "detail_weight", "must be >= 0")
         need(self.eval_every >= 0, "eval_every", "must be >= 0")
         need(not (self.eval_every and not self.eval_split), "eval_every",
              "needs --eval_split (a file of validation stems in --data_dir)")

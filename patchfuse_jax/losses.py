@@ -43,8 +43,31 @@ def content_loss(fused: jax.Array, ir: jax.Array, vis: jax.Array) -> tuple[jax.A
     return l_ssim, l_mse
 
 
+def image_gradients(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Forward differences of ``(B, H, W, C)`` images: ``(B, H, W-1, C)`` along W and
+    ``(B, H-1, W, C)`` along H."""
+    return x[:, :, 1:] - x[:, :, :-1], x[:, 1:] - x[:, :-1]
+
+
+def detail_loss(fused: jax.Array, ir: jax.Array, vis: jax.Array) -> jax.Array:
+    """Not in the paper (``--detail_weight``): the mean absolute difference between the fused
+    image's gradient magnitude and the larger of the sources', per direction,
+
+    ``L_detail = 1/2 sum_{d in x,y} mean | |grad_d f| - max(|grad_d ir|, |grad_d vis|) |``,
+
+    which asks for the stronger source's detail at full contrast where Average fusion keeps
+    half of each (the max-gradient loss common in learnt fusion)."""
+    terms = []
+    for gf, gi, gv in zip(image_gradients(fused), image_gradients(ir), image_gradients(vis)):
+        terms.append(jnp.mean(jnp.abs(jnp.abs(gf) - jnp.maximum(jnp.abs(gi), jnp.abs(gv)))))
+    return 0.5 * (terms[0] + terms[1])
+
+
 def generator_loss(l_ssim, l_mse, adv_ir, adv_vis, *, gamma: float, lam: float,
-                   ssim_weight: float = 1.0, mse_weight: float = 1.0) -> jax.Array:
+                   ssim_weight: float = 1.0, mse_weight: float = 1.0, l_detail=0.0,
+                   detail_weight: float = 0.0) -> jax.Array:
     """Eq. 6: ``L_G = L_ssim + L_mse + gamma * L_adv_ir + lambda * L_adv_vis``; the content
-    terms may be weighted (``ssim_weight``, ``mse_weight``; the paper's weights are 1)."""
-    return ssim_weight * l_ssim + mse_weight * l_mse + gamma * adv_ir + lam * adv_vis
+    terms may be weighted (``ssim_weight``, ``mse_weight``; the paper's weights are 1), and
+    ``detail_weight * l_detail`` added (0 in the paper)."""
+    return (ssim_weight * l_ssim + mse_weight * l_mse + gamma * adv_ir + lam * adv_vis
+            + detail_weight * l_detail)

@@ -81,10 +81,14 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, cfg: Config,
         wmap = ir_weight_map(ir, s_ir.shape[1:], geom, cfg.weight_pooling, cfg.weight_scale)
         adv_ir = losses.lsgan_g_loss(s_ir, wmap if weight_g else None)
         adv_vis = losses.lsgan_g_loss(s_vis)
+        terms = dict(l_ssim=l_ssim, l_mse=l_mse, adv_ir=adv_ir, adv_vis=adv_vis, w_mean=jnp.mean(wmap))
+        l_detail = 0.0
+        if cfg.detail_weight:
+            l_detail = terms["l_detail"] = losses.detail_loss(f, ir, vis)
         total = losses.generator_loss(l_ssim, l_mse, adv_ir, adv_vis, gamma=cfg.gamma, lam=cfg.lam,
-                                      ssim_weight=cfg.ssim_weight, mse_weight=cfg.mse_weight)
-        return total, dict(l_ssim=l_ssim, l_mse=l_mse, adv_ir=adv_ir, adv_vis=adv_vis,
-                           w_mean=jnp.mean(wmap))
+                                      ssim_weight=cfg.ssim_weight, mse_weight=cfg.mse_weight,
+                                      l_detail=l_detail, detail_weight=cfg.detail_weight)
+        return total, terms
 
     (loss_g, g_terms), d_fused = jax.value_and_grad(g_loss, has_aux=True)(fused)
     (g_grads,) = g_vjp(d_fused)

@@ -1,6 +1,7 @@
 """Each loss of the paper (Eq. 2-8) against a hand-computed float64 numpy value."""
 import numpy as np
 import pytest
+import jax
 import jax.numpy as jnp
 
 from patchfuse_jax import losses
@@ -79,3 +80,26 @@ def test_content_loss_zero_when_sources_equal_fused():
 def test_generator_loss_eq6():
     got = losses.generator_loss(0.3, 0.02, 0.4, 0.6, gamma=0.1, lam=0.5)
     assert float(got) == pytest.approx(0.3 + 0.02 + 0.1 * 0.4 + 0.5 * 0.6)
+
+
+def test_detail_loss_against_numpy_float64():
+    """L_detail = 1/2 sum_d mean| |grad_d f| - max(|grad_d ir|, |grad_d vis|) |, in float64."""
+    rng = np.random.default_rng(0)
+    f, ir, vis = (rng.uniform(size=(2, 9, 11, 1)) for _ in range(3))
+    want = 0.0
+    for axis in (2, 1):
+        gf, gi, gv = (np.abs(np.diff(a, axis=axis)) for a in (f, ir, vis))
+        want += 0.5 * np.mean(np.abs(gf - np.maximum(gi, gv)))
+    jax.config.update("jax_enable_x64", True)
+    try:
+        got = float(losses.detail_loss(*(jnp.asarray(a) for a in (f, ir, vis))))
+    finally:
+        jax.config.update("jax_enable_x64", False)
+    assert got == pytest.approx(want, rel=1e-12)
+
+
+def test_detail_loss_is_zero_for_the_stronger_source_and_positive_for_average():
+    ir = jnp.asarray(np.random.default_rng(1).uniform(size=(1, 16, 16, 1)), jnp.float32)
+    flat = jnp.full_like(ir, 0.5)
+    assert float(losses.detail_loss(ir, ir, flat)) == 0.0
+    assert float(losses.detail_loss(0.5 * (ir + flat), ir, flat)) > 0.05
