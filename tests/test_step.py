@@ -74,3 +74,15 @@ def test_weight_modes_change_only_their_terms(cfg, mode):
     d_differs = abs(float(m["loss_d_ir"]) - float(m0["loss_d_ir"])) > 1e-6
     assert d_differs == (mode in ("d", "dg"))
     assert float(m["loss_d_vis"]) == pytest.approx(float(m0["loss_d_vis"]), rel=1e-5)
+
+
+def test_detail_weight_adds_its_term_to_the_generator_loss(cfg):
+    """--detail_weight=w: metrics gain l_detail and loss_g grows by exactly w * l_detail (same
+    initial state and batch; the discriminator updates do not depend on it)."""
+    import dataclasses
+    c = dataclasses.replace(cfg, detail_weight=3.0)
+    _, m = jax.jit(functools.partial(train_step, cfg=c))(create_train_state(c), _batch(c, 0))
+    _, m0 = jax.jit(functools.partial(train_step, cfg=cfg))(create_train_state(cfg), _batch(cfg, 0))
+    assert set(m) == EXPECTED | {"l_detail"} and float(m["l_detail"]) > 0
+    assert float(m["loss_d_ir"]) == pytest.approx(float(m0["loss_d_ir"]), rel=1e-6)
+    assert float(m["loss_g"]) == pytest.approx(float(m0["loss_g"]) + 3.0 * float(m["l_detail"]), rel=1e-5)
