@@ -150,7 +150,8 @@ def test_shipped_weights_match_the_shipped_recipe():
     assert r.returncode == 0, r.stderr[-2000:]
     recipe = json.loads(r.stdout.strip().splitlines()[-1])
     assert generator_arch(meta["arch"]) == generator_arch(recipe)
-    for k in ("ssim_weight", "mse_weight", "gamma", "lam", "weight_mode", "train_split", "num_steps"):
+    for k in ("ssim_weight", "mse_weight", "detail_weight", "gamma", "lam", "weight_mode", "train_split",
+              "num_steps", "eval_every", "seed"):
         assert meta["config"][k] == recipe[k], k
 
 
