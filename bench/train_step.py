@@ -96,7 +96,7 @@ def main():
     p.add_argument("--per_device_batch_size", type=int, default=0)
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--flags", nargs="*", default=[],
+    p.add_argument("--flags", action="append", default=[],
                    help="extra train.py flags, e.g. --flags=--conv_impl=xla --flags=--d_arch=pix2pix70")
     args = p.parse_args()
     for name in (["demo", "paper"] if args.config == "all" else [args.config]):
