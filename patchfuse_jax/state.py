@@ -72,9 +72,7 @@ def pix2pix_init(variables, key: jax.Array):
     keys = jax.random.split(key, len(flat))
     out = {}
     for k_rng, (path, v) in zip(keys, sorted(flat.items())):
-        if "residual" in path:
-            pass
-        elif path[-1] == "kernel":
+        if path[-1] == "kernel" and "residual" not in path:  # the residual head stays zero
             v = 0.02 * jax.random.normal(k_rng, v.shape, v.dtype)
         elif path[-1] == "scale":
             v = 1.0 + 0.02 * jax.random.normal(k_rng, v.shape, v.dtype)

@@ -174,7 +174,7 @@ def test_residual_average_generator_starts_as_average_fusion(init, input_skip):
 
 def test_residual_average_learns_a_correction():
     """The residual head receives gradients: the generator moves away from the average."""
-    cfg = Config(**{**TINY, "output": "residual_average", "num_steps": 3})
+    cfg = Config(**{**TINY, "output": "residual_average"})
     gen, _ = make_models(cfg)
     state = create_train_state(cfg)
     x = jax.random.uniform(jax.random.key(0), (1, 32, 32, 2))
