@@ -14,7 +14,8 @@ from typing import Any
 
 from absl import flags
 
-from patchfuse_jax.models import CONV_IMPLS, DISCRIMINATOR_PRESETS, parse_discriminator_layers, receptive_field
+from patchfuse_jax.convs import CONV_IMPLS
+from patchfuse_jax.models import DISCRIMINATOR_PRESETS, parse_discriminator_layers, receptive_field
 
 WEIGHT_MODES = ("none", "d", "g", "dg")
 NORMS = ("batch", "instance")
@@ -77,8 +78,8 @@ class Config:
     output: str = _field("direct", "Generator output: direct (sigmoid of the last layer, the paper) | "
                                    "residual_average (a learnt correction of the pixel average of "
                                    "the sources, starting at exactly the average; not in the paper).")
-    conv_impl: str = _field("auto", "Upsampling conv formulation: auto (fast on CPU, xla elsewhere) | "
-                                    "fast | xla. Same function.")
+    conv_impl: str = _field("auto", "Conv formulation (patchfuse_jax/convs.py): auto (fast on CPU, "
+                                    "xla elsewhere) | fast | xla. Same function, speed only.")
     compute_dtype: str = _field("float32", "float32 | bfloat16 activations/convs (mixed precision: "
                                            "params, Adam state, losses, BN stats stay float32).")
     # Loss (Eq. 2-8).

@@ -42,8 +42,8 @@ def make_models(cfg: Config, axis_name: str | None = None) -> tuple[Generator, D
     dtype = jnp.dtype(cfg.compute_dtype)
     gen = Generator(**generator_arch(cfg.to_dict()), impl=cfg.conv_impl, axis_name=axis_name,
                     dtype=dtype)
-    disc = Discriminator(layers=cfg.d_layers, ndf=cfg.ndf, norm=cfg.norm, axis_name=axis_name,
-                         dtype=dtype)
+    disc = Discriminator(layers=cfg.d_layers, ndf=cfg.ndf, norm=cfg.norm, impl=cfg.conv_impl,
+                         axis_name=axis_name, dtype=dtype)
     return gen, disc
 
 

@@ -1,13 +1,15 @@
-"""The fast form of the decoder's upsampling equals XLA's plain ops (float64, 1e-10), forward
+"""The fast conv forms (patchfuse_jax/convs.py) equal XLA's plain ops (float64, 1e-10), forward
 and gradients, and the networks keep their parameter trees (old checkpoints stay loadable)."""
+import flax.linen as nn
 import numpy as np
 import pytest
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-from patchfuse_jax import models
-from patchfuse_jax.models import Generator, resolve_impl, upsample2x
+from patchfuse_jax import convs
+from patchfuse_jax.convs import resolve_impl, upsample2x
+from patchfuse_jax.models import Conv, Discriminator, Generator
 
 TOL = dict(rtol=1e-10, atol=1e-10)
 
@@ -25,19 +27,31 @@ def _rand(key, shape):
 
 def _check_same_function(f_fast, f_ref, *args):
     """Forward values and the gradients (w.r.t. every argument) of a random projection agree."""
-    np.testing.assert_allclose(np.asarray(f_fast(*args)), np.asarray(f_ref(*args)), **TOL)
-    proj = _rand(99, f_ref(*args).shape)
-    g_fast = jax.grad(lambda *a: jnp.sum(f_fast(*a) * proj), argnums=tuple(range(len(args))))(*args)
-    g_ref = jax.grad(lambda *a: jnp.sum(f_ref(*a) * proj), argnums=tuple(range(len(args))))(*args)
+    proj = _rand(99, jax.eval_shape(f_ref, *args).shape)
+    argnums = tuple(range(len(args)))
+
+    @jax.jit
+    def values_and_grads(*a):
+        return [(f(*a), jax.grad(lambda *z: jnp.sum(f(*z) * proj), argnums=argnums)(*a))
+                for f in (f_fast, f_ref)]
+
+    (y_fast, g_fast), (y_ref, g_ref) = values_and_grads(*args)
+    np.testing.assert_allclose(np.asarray(y_fast), np.asarray(y_ref), **TOL)
     assert jax.tree_util.tree_structure(g_fast) == jax.tree_util.tree_structure(g_ref)
     for a, b in zip(jax.tree_util.tree_leaves(g_fast), jax.tree_util.tree_leaves(g_ref)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), **TOL)
 
 
+def _use_form(monkeypatch, form):
+    """``matmul``: the small-input upsampling form and the per-tap weight gradients for every
+    size; ``conv``: the 2x2-conv upsampling form and XLA's weight gradients."""
+    monkeypatch.setattr(convs, "MATMUL_MAX_POSITIONS", 10**9 if form == "matmul" else 0)
+    monkeypatch.setattr(convs, "TAPS_MIN_KERNEL", 0 if form == "matmul" else 10**12)
+
+
 @pytest.fixture(params=["matmul", "conv"])
 def both_forms(request, monkeypatch):
-    """Runs a test with the small-input matmul form and with the 2x2-conv form."""
-    monkeypatch.setattr(models, "MATMUL_MAX_POSITIONS", 10**9 if request.param == "matmul" else 0)
+    _use_form(monkeypatch, request.param)
 
 
 @pytest.mark.parametrize("hw", [(5, 7), (8, 8), (1, 3)])
@@ -62,13 +76,56 @@ def test_phase_upsampling_equals_resize_then_conv(x64, both_forms, hw):
     _check_same_function(lambda x, w: upsample2x(x, w, "resize", "xla"), ref, x, w)
 
 
-@pytest.mark.parametrize("upsample", ["transpose", "resize"])
-def test_generator_fast_equals_xla(x64, both_forms, upsample):
+@pytest.mark.parametrize("k,s,p,hw", [(4, 2, 1, (9, 6)), (4, 1, 1, (7, 8)), (5, 2, 2, (9, 9)),
+                                      (3, 2, 1, (6, 5)), (4, 2, 1, (2, 2)), (3, 1, 1, (1, 4))])
+def test_strided_conv_equals_xla(x64, both_forms, k, s, p, hw):
+    """Odd and even sizes, strides 1 and 2, sizes where the stride leaves input rows unread."""
+    x, w = _rand(0, (2, *hw, 3)), _rand(1, (k, k, 3, 4))
+    ref = lambda x, w: lax.conv_general_dilated(x, w, (s, s), ((p, p), (p, p)),
+                                                dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    _check_same_function(lambda x, w: convs.conv2d(x, w, s, p, "fast"), ref, x, w)
+    _check_same_function(lambda x, w: convs.conv2d(x, w, s, p, "xla"), ref, x, w)
+
+
+def test_conv_module_is_flax_conv():
+    """Same parameter names, shapes, initial values and outputs as flax ``nn.Conv``."""
+    x = jax.random.uniform(jax.random.key(0), (2, 9, 10, 3))
+    ours, theirs = Conv(5, 4, strides=2, padding=1), nn.Conv(5, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)))
+    v, v_ref = ours.init(jax.random.key(1), x), theirs.init(jax.random.key(1), x)
+    for a, b in zip(jax.tree_util.tree_leaves_with_path(v), jax.tree_util.tree_leaves_with_path(v_ref)):
+        assert a[0] == b[0] and a[1].shape == b[1].shape
+        np.testing.assert_array_equal(np.asarray(a[1]), np.asarray(b[1]))
+    np.testing.assert_allclose(np.asarray(ours.apply(v, x)), np.asarray(theirs.apply(v, x)), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("d_arch", ["pix2pix70", "paper65"])
+def test_discriminator_fast_equals_xla(x64, both_forms, d_arch):
+    from patchfuse_jax.models import DISCRIMINATOR_PRESETS
+    x = jax.random.uniform(jax.random.key(0), (2, 40, 36, 1), jnp.float64)
+    layers = DISCRIMINATOR_PRESETS[d_arch]
+    fast = Discriminator(layers=layers, ndf=4, impl="fast", dtype=jnp.float64)
+    ref = Discriminator(layers=layers, ndf=4, impl="xla", dtype=jnp.float64)
+    v = fast.init(jax.random.key(1), x, train=False)
+    assert jax.tree_util.tree_structure(v) == jax.tree_util.tree_structure(ref.init(jax.random.key(1), x, train=False))
+
+    def f(model):  # parameters and input both get gradients (the G step differentiates the input)
+        return lambda p, x: model.apply({**v, "params": p}, x, train=True, mutable=["batch_stats"])[0]
+
+    _check_same_function(f(fast), f(ref), v["params"], x)
+
+
+@pytest.mark.parametrize("form,upsample,input_skip", [
+    ("matmul", "transpose", False), ("conv", "resize", False), ("conv", "transpose", True),
+    pytest.param("conv", "transpose", False, marks=pytest.mark.slow),
+    pytest.param("matmul", "resize", False, marks=pytest.mark.slow),
+    pytest.param("matmul", "transpose", True, marks=pytest.mark.slow)])
+def test_generator_fast_equals_xla(x64, monkeypatch, form, upsample, input_skip):
     """Whole U-Net (train-mode BatchNorm): same output and parameter gradients either way, and
     the same parameter tree (names and shapes)."""
+    _use_form(monkeypatch, form)
     x = jax.random.uniform(jax.random.key(0), (2, 20, 24, 2), jnp.float64)
-    fast = Generator(num_downs=3, ngf=4, upsample=upsample, impl="fast", dtype=jnp.float64)
-    ref = Generator(num_downs=3, ngf=4, upsample=upsample, impl="xla", dtype=jnp.float64)
+    fast = Generator(num_downs=3, ngf=4, upsample=upsample, input_skip=input_skip, impl="fast", dtype=jnp.float64)
+    ref = Generator(num_downs=3, ngf=4, upsample=upsample, input_skip=input_skip, impl="xla", dtype=jnp.float64)
     v = fast.init(jax.random.key(1), x, train=False)
     v_ref = ref.init(jax.random.key(1), x, train=False)
     assert jax.tree_util.tree_structure(v) == jax.tree_util.tree_structure(v_ref)

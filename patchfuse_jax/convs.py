@@ -1,0 +1,265 @@
+"""Convolutions of the networks, each as the plain XLA op and as an exact faster form for CPU.
+
+Layout NHWC, kernels HWIO, no bias. ``impl`` (``--conv_impl``): ``"xla"`` runs the literal
+``lax`` ops; ``"fast"`` the forms below; ``"auto"`` is ``fast`` on CPU and ``xla`` elsewhere
+(cuDNN and the TPU compiler have native kernels for all of these). Both compute the same
+function with the same parameters (tests: float64, 1e-10, values and gradients); docs/design.md
+has what was measured on a 2-core AVX2 CPU (XLA:CPU, 2026-12-01).
+
+* Weight gradients of the strided convs (encoder, discriminators). XLA computes them as a conv
+  whose kernel is the output gradient, at a third of its matmul rate, then transposes the
+  result. The fast form is one matmul per kernel tap, ``dW[i, j] = X_ij dY`` with ``X_ij
+  (Cin, B*Ho*Wo)`` the stride-subsampled window at offset ``(i, j)`` of the channel-major padded
+  input: the result is already in HWIO order. Input gradients stay XLA's (a plain conv).
+* The decoder's 2x upsampling conv. Each output phase (row parity r, column parity c) is a 2x2
+  stride-1 conv of the low-resolution input with phase kernel ``K_rc`` (slices, or for
+  ``resize`` sums, of the stored kernel; ``_UP_TAPS``). Inputs of at most
+  ``MATMUL_MAX_POSITIONS`` positions (the paper decoder's 1x1 ... 16x16 levels, 1024 input
+  channels) compute each phase as one matmul over the four shifted windows, and their backward
+  pass uses per-tap matmuls with the kernel in its stored layout: XLA would otherwise write a
+  transposed copy of the whole kernel (up to 1024x512x4x4) for the input gradient. Larger inputs
+  use four 2x2 convs forward and two matmuls over 2x2 patches backward (XLA's own weight
+  gradient of a transposed conv is ~20x slower there).
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+CONV_IMPLS = ("auto", "xla", "fast")
+
+# Upsampling inputs with at most this many positions (H x W) take the matmul form: XLA:CPU runs
+# small-image, many-channel 2x2 convs at a fraction of its matmul rate, large images are faster
+# as convs (measured, docs/design.md).
+MATMUL_MAX_POSITIONS = 256
+# Strided convs with kernels of at least this many weights take the per-tap weight gradient;
+# smaller ones keep XLA's (the per-tap form's 2 x kh*kw extra ops cost more than they save there).
+TAPS_MIN_KERNEL = 2 ** 19
+
+_DN = ("NHWC", "HWIO", "NHWC")
+
+
+def resolve_impl(impl: str) -> str:
+    """``auto`` -> ``fast`` on CPU, ``xla`` on other backends."""
+    if impl not in CONV_IMPLS:
+        raise ValueError(f"--conv_impl={impl!r}: expected one of {', '.join(CONV_IMPLS)}")
+    if impl == "auto":
+        return "fast" if jax.default_backend() == "cpu" else "xla"
+    return impl
+
+
+def _xla_conv(x, kernel, stride: int, padding):
+    """``padding``: ``((top, bottom), (left, right))``."""
+    return lax.conv_general_dilated(x, kernel, (stride, stride), padding, dimension_numbers=_DN)
+
+
+def _windows(xt, kh: int, kw: int, stride: int, out_hw):
+    """Channel-major windows: ``xt (C, B, Hp, Wp)`` -> ``[(C, B*Ho*Wo)]`` for every tap
+    ``(i, j)`` in row-major order; tap ``(i, j)`` reads ``xt[..., i + stride*q, j + stride*p]``."""
+    ho, wo = out_hw
+    c = xt.shape[0]
+    return [xt[:, :, i:i + stride * (ho - 1) + 1:stride, j:j + stride * (wo - 1) + 1:stride].reshape(c, -1)
+            for i in range(kh) for j in range(kw)]
+
+
+def _scatter_taps(taps, kh: int, kw: int, stride: int, padded_hw, out_hw):
+    """Adjoint of ``_windows``: ``taps[i*kw + j] (C, B, Ho, Wo)`` summed into ``(C, B, Hp, Wp)``."""
+    (hp, wp), (ho, wo) = padded_hw, out_hw
+    zero = jnp.zeros((), taps[0].dtype)
+    return sum(lax.pad(taps[i * kw + j], zero,
+                       ((0, 0, 0), (0, 0, 0), (i, hp - i - stride * (ho - 1) - 1, stride - 1),
+                        (j, wp - j - stride * (wo - 1) - 1, stride - 1)))
+               for i in range(kh) for j in range(kw))
+
+
+def _weight_grad(xt, dy, kh: int, kw: int, stride: int):
+    """``dW (kh, kw, Cin, Cout)`` of a valid conv of the channel-major padded input
+    ``xt (Cin, B, Hp, Wp)`` with output gradient ``dy (B, Ho, Wo, Cout)``."""
+    d2 = dy.reshape(-1, dy.shape[-1])
+    cols = _windows(xt, kh, kw, stride, dy.shape[1:3])
+    return jnp.stack([c @ d2 for c in cols]).reshape(kh, kw, xt.shape[0], dy.shape[-1])
+
+
+def _input_grad_taps(kernel, dy, stride: int, padded_hw):
+    """Channel-major ``dX (Cin, B, Hp, Wp)`` of a valid conv of the padded input: per tap
+    ``W[i, j] @ dY^T``, scattered back."""
+    kh, kw, cin, _ = kernel.shape
+    b, ho, wo, cout = dy.shape
+    dyt = dy.reshape(-1, cout).T
+    taps = [(kernel[i, j] @ dyt).reshape(cin, b, ho, wo) for i in range(kh) for j in range(kw)]
+    return _scatter_taps(taps, kh, kw, stride, padded_hw, (ho, wo))
+
+
+# --- Strided convs (the encoder and the discriminators) --------------------------------------
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _conv_fast(x, kernel, stride: int, pad: int):
+    return _xla_conv(x, kernel, stride, ((pad, pad), (pad, pad)))
+
+
+def _conv_fast_fwd(x, kernel, stride, pad):
+    return _conv_fast(x, kernel, stride, pad), (x, kernel)
+
+
+def _conv_fast_bwd(stride, pad, res, dy):
+    x, kernel = res
+    padding = ((pad, pad), (pad, pad))
+    (dx,) = jax.vjp(lambda x: _xla_conv(x, kernel, stride, padding), x)[1](dy)
+    if kernel.size < TAPS_MIN_KERNEL:
+        (dk,) = jax.vjp(lambda k: _xla_conv(x, k, stride, padding), kernel)[1](dy)
+    else:
+        xt = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0))).transpose(3, 0, 1, 2)
+        dk = _weight_grad(xt, dy, *kernel.shape[:2], stride)
+    return dx, dk
+
+
+_conv_fast.defvjp(_conv_fast_fwd, _conv_fast_bwd)
+
+
+def conv2d(x: jax.Array, kernel: jax.Array, stride: int, pad: int, impl: str = "xla") -> jax.Array:
+    """``x (B, H, W, Cin)`` conv ``kernel (kh, kw, Cin, Cout)``, zero padding ``pad`` on every
+    side, stride ``stride``: ``(B, (H + 2 pad - kh)//stride + 1, ..., Cout)``."""
+    if resolve_impl(impl) == "xla":
+        return _xla_conv(x, kernel, stride, ((pad, pad), (pad, pad)))
+    return _conv_fast(x, kernel, stride, pad)
+
+
+# --- The decoder's 2x upsampling conv ----------------------------------------------------------
+# Along one axis, output phase p at low-res position q reads the input zero-padded by 1 at
+# q + p + t (tap t = 0, 1) with the sum of the kernel rows _UP_TAPS[mode][p][t]:
+#  transpose: 4x4 stride-2 'SAME' transposed conv: y[2q] = k0 x[q-1] + k2 x[q],
+#             y[2q+1] = k1 x[q] + k3 x[q+1].
+#  resize:    nearest 2x upsampling, then a 3x3 conv (zero padding 1): y[2q] = k0 x[q-1] +
+#             (k1 + k2) x[q], y[2q+1] = (k0 + k1) x[q] + k2 x[q+1].
+_UP_TAPS = {"transpose": (((0,), (2,)), ((1,), (3,))),
+            "resize": (((0,), (1, 2)), ((0, 1), (2,)))}
+UPSAMPLE_KERNEL = {"transpose": 4, "resize": 3}
+_PHASES = ((0, 0), (0, 1), (1, 0), (1, 1))
+
+
+def phase_kernel(kernel: jax.Array, mode: str, r: int, c: int) -> jax.Array:
+    """Stored kernel ``(k, k, Cin, Cout)`` -> the 2x2 kernel ``(2, 2, Cin, Cout)`` of output
+    phase ``(r, c)``: tap ``(a, b)`` sums the stored taps ``(u, v)``, u in _UP_TAPS[r][a]."""
+    rows, cols = _UP_TAPS[mode][r], _UP_TAPS[mode][c]
+    if mode == "transpose":  # single rows: tap a of phase r is kernel row 2a + r, a slice
+        return kernel[r::2, c::2]
+    return jnp.stack([jnp.stack([sum(kernel[u, v] for u in rows[a] for v in cols[b])
+                                 for b in (0, 1)]) for a in (0, 1)])
+
+
+def _phase_kernel_grad(dkp, mode: str, k: int):
+    """Adjoint of ``phase_kernel``: ``dkp[(r, c)] (2, 2, Cin, Cout)`` -> ``(k, k, Cin, Cout)``."""
+    acc = {}
+    for r, c in _PHASES:
+        for a in (0, 1):
+            for b in (0, 1):
+                for u in _UP_TAPS[mode][r][a]:
+                    for v in _UP_TAPS[mode][c][b]:
+                        acc[u, v] = acc[u, v] + dkp[r, c][a, b] if (u, v) in acc else dkp[r, c][a, b]
+    return jnp.stack([jnp.stack([acc[u, v] for v in range(k)]) for u in range(k)])
+
+
+def _interleave_phases(phases, b, h, w):
+    """``phases[(r, c)] (B, H, W, C)`` -> ``(B, 2H, 2W, C)`` with ``y[2q + r, 2p + c]``."""
+    y = jnp.stack([jnp.stack([phases[r, c] for c in (0, 1)], 3) for r in (0, 1)], 2)
+    return y.reshape(b, 2 * h, 2 * w, y.shape[-1])
+
+
+def _tap_windows(xp, r: int, c: int, h: int, w: int):
+    """The four windows ``(B, H, W, Cin)`` read by phase ``(r, c)``, concatenated on channels."""
+    return jnp.concatenate([xp[:, r + a:r + a + h, c + b:c + b + w] for a in (0, 1) for b in (0, 1)], -1)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _upsample_matmul(x, kernel, mode: str):
+    """Small inputs: each phase is one matmul ``(B*H*W, 4 Cin) @ (4 Cin, Cout)``. The backward
+    pass works on the stored kernel layout (per-tap matmuls): no transposed kernel copy."""
+    b, h, w, cin = x.shape
+    xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    phases = {(r, c): _tap_windows(xp, r, c, h, w).reshape(-1, 4 * cin)
+                      @ phase_kernel(kernel, mode, r, c).reshape(4 * cin, -1) for r, c in _PHASES}
+    return _interleave_phases({rc: y.reshape(b, h, w, -1) for rc, y in phases.items()}, b, h, w)
+
+
+def _upsample_matmul_fwd(x, kernel, mode):
+    return _upsample_matmul(x, kernel, mode), (x, kernel)
+
+
+def _upsample_matmul_bwd(mode, res, dy):
+    x, kernel = res
+    _, h, w, _ = x.shape
+    dys = {(r, c): dy[:, r::2, c::2] for r, c in _PHASES}       # (B, H, W, Cout) per phase
+    xt = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0))).transpose(3, 0, 1, 2)
+    # Phase (r, c) is a valid 2x2 conv of the padded input cropped to rows r.., columns c..
+    dkp = {(r, c): _weight_grad(xt[:, :, r:r + h + 1, c:c + w + 1], dys[r, c], 2, 2, 1)
+           for r, c in _PHASES}
+    dxt = sum(jnp.pad(_input_grad_taps(phase_kernel(kernel, mode, r, c), dys[r, c], 1, (h + 1, w + 1)),
+                      ((0, 0), (0, 0), (r, 1 - r), (c, 1 - c))) for r, c in _PHASES)
+    return dxt[:, :, 1:h + 1, 1:w + 1].transpose(1, 2, 3, 0), _phase_kernel_grad(dkp, mode, kernel.shape[0])
+
+
+_upsample_matmul.defvjp(_upsample_matmul_fwd, _upsample_matmul_bwd)
+
+
+def _patches(x):
+    """2x2 patches of ``x`` zero-padded by 1: ``(B, H+1, W+1, 2, 2, Cin)``."""
+    b, h, w, _ = x.shape
+    xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    return jnp.stack([jnp.stack([xp[:, a:a + h + 1, c:c + w + 1] for c in (0, 1)], 3)
+                      for a in (0, 1)], 3)
+
+
+@jax.custom_vjp
+def _upsample_conv(x, kp):
+    """Large inputs: four 2x2 convs; ``kp (2, 2, Cin, 2, 2, Cout)`` = (tap row, tap column, Cin,
+    row phase, column phase, Cout). Phase (r, c) pads the input by (1-r, r) rows, (1-c, c) columns."""
+    b, h, w, _ = x.shape
+    return _interleave_phases({(r, c): _xla_conv(x, kp[:, :, :, r, c], 1, ((1 - r, r), (1 - c, c)))
+                               for r, c in _PHASES}, b, h, w)
+
+
+def _upsample_conv_fwd(x, kp):
+    return _upsample_conv(x, kp), (x, kp)
+
+
+def _upsample_conv_bwd(res, dy):
+    # Phase (r, c) at low-res position q is patch q + (r, c) of the padded input times
+    # kp[..., r, c, :]: scatter each phase's gradient to its patch position, then both gradients
+    # are matmuls against the 2x2 patches.
+    x, kp = res
+    b, h, w, cin = x.shape
+    cout = kp.shape[-1]
+    dy = dy.reshape(b, h, 2, w, 2, cout)
+    dyp = jnp.stack([jnp.stack([jnp.pad(dy[:, :, r, :, c], ((0, 0), (r, 1 - r), (c, 1 - c), (0, 0)))
+                                for c in (0, 1)], 3) for r in (0, 1)], 3)  # (B, H+1, W+1, 2, 2, Cout)
+    dkp = jnp.einsum("nhwabi,nhwrco->abirco", _patches(x), dyp)
+    dp = jnp.einsum("nhwrco,abirco->nhwabi", dyp, kp)                    # (B, H+1, W+1, 2, 2, Cin)
+    dx = sum(jnp.pad(dp[:, :, :, a, c], ((0, 0), (a, 1 - a), (c, 1 - c), (0, 0)))
+             for a in (0, 1) for c in (0, 1))[:, 1:h + 1, 1:w + 1]
+    return dx, dkp
+
+
+_upsample_conv.defvjp(_upsample_conv_fwd, _upsample_conv_bwd)
+
+
+def upsample2x(x: jax.Array, kernel: jax.Array, mode: str, impl: str = "xla") -> jax.Array:
+    """2x upsampling conv, ``x (B, H, W, Cin)`` -> ``(B, 2H, 2W, Cout)``, no bias.
+
+    ``mode="transpose"``: 4x4 stride-2 transposed conv with 'SAME' padding (flax
+    ``nn.ConvTranspose(padding='SAME')``, kernel ``(4, 4, Cin, Cout)``), pix2pix's upsampling.
+    ``mode="resize"``: nearest-neighbour 2x resize then a 3x3 conv with zero padding 1 (kernel
+    ``(3, 3, Cin, Cout)``), which has no checkerboard artefacts (Odena et al., 2016).
+    ``impl="xla"`` runs those ops literally; ``"fast"`` the phase form (same function)."""
+    if resolve_impl(impl) == "xla":
+        if mode == "transpose":
+            return lax.conv_transpose(x, kernel, (2, 2), "SAME", dimension_numbers=_DN)
+        x = jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+        return _xla_conv(x, kernel, 1, ((1, 1), (1, 1)))
+    if x.shape[1] * x.shape[2] <= MATMUL_MAX_POSITIONS and kernel.size >= TAPS_MIN_KERNEL:
+        return _upsample_matmul(x, kernel, mode)
+    kp = jnp.stack([jnp.stack([phase_kernel(kernel, mode, r, c) for c in (0, 1)], -2)
+                    for r in (0, 1)], -3)                                # (2, 2, Cin, 2, 2, Cout)
+    return _upsample_conv(x, kp)
