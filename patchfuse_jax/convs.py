@@ -65,32 +65,11 @@ def _windows(xt, kh: int, kw: int, stride: int, out_hw):
             for i in range(kh) for j in range(kw)]
 
 
-def _scatter_taps(taps, kh: int, kw: int, stride: int, padded_hw, out_hw):
-    """Adjoint of ``_windows``: ``taps[i*kw + j] (C, B, Ho, Wo)`` summed into ``(C, B, Hp, Wp)``."""
-    (hp, wp), (ho, wo) = padded_hw, out_hw
-    zero = jnp.zeros((), taps[0].dtype)
-    return sum(lax.pad(taps[i * kw + j], zero,
-                       ((0, 0, 0), (0, 0, 0), (i, hp - i - stride * (ho - 1) - 1, stride - 1),
-                        (j, wp - j - stride * (wo - 1) - 1, stride - 1)))
-               for i in range(kh) for j in range(kw))
-
-
 def _weight_grad(xt, dy, kh: int, kw: int, stride: int):
     """``dW (kh, kw, Cin, Cout)`` of a valid conv of the channel-major padded input
     ``xt (Cin, B, Hp, Wp)`` with output gradient ``dy (B, Ho, Wo, Cout)``."""
-    d2 = dy.reshape(-1, dy.shape[-1])
-    cols = _windows(xt, kh, kw, stride, dy.shape[1:3])
-    return jnp.stack([c @ d2 for c in cols]).reshape(kh, kw, xt.shape[0], dy.shape[-1])
-
-
-def _input_grad_taps(kernel, dy, stride: int, padded_hw):
-    """Channel-major ``dX (Cin, B, Hp, Wp)`` of a valid conv of the padded input: per tap
-    ``W[i, j] @ dY^T``, scattered back."""
-    kh, kw, cin, _ = kernel.shape
-    b, ho, wo, cout = dy.shape
-    dyt = dy.reshape(-1, cout).T
-    taps = [(kernel[i, j] @ dyt).reshape(cin, b, ho, wo) for i in range(kh) for j in range(kw)]
-    return _scatter_taps(taps, kh, kw, stride, padded_hw, (ho, wo))
+    cols = jnp.concatenate(_windows(xt, kh, kw, stride, dy.shape[1:3]))  # (kh*kw*Cin, B*Ho*Wo)
+    return (cols @ dy.reshape(-1, dy.shape[-1])).reshape(kh, kw, xt.shape[0], dy.shape[-1])
 
 
 # --- Strided convs (the encoder and the discriminators) --------------------------------------
@@ -168,20 +147,42 @@ def _interleave_phases(phases, b, h, w):
     return y.reshape(b, 2 * h, 2 * w, y.shape[-1])
 
 
-def _tap_windows(xp, r: int, c: int, h: int, w: int):
-    """The four windows ``(B, H, W, Cin)`` read by phase ``(r, c)``, concatenated on channels."""
-    return jnp.concatenate([xp[:, r + a:r + a + h, c + b:c + b + w] for a in (0, 1) for b in (0, 1)], -1)
+def _tap_kernels(kernel, mode: str):
+    """The 16 tap kernels ``(16, Cin, Cout)``, tap ``(2a + r, 2b + c)`` = tap ``(a, b)`` of phase
+    ``(r, c)``, row-major. For ``transpose`` that is the stored kernel itself (a reshape)."""
+    k, _, cin, cout = kernel.shape
+    if mode == "transpose":
+        return kernel.reshape(16, cin, cout)
+    kp = {rc: phase_kernel(kernel, mode, *rc) for rc in _PHASES}
+    return jnp.stack([kp[i % 2, j % 2][i // 2, j // 2] for i in range(4) for j in range(4)])
+
+
+def _tap_kernels_grad(dt, mode: str, k: int):
+    """Adjoint of ``_tap_kernels``: ``(16, Cin, Cout)`` -> ``(k, k, Cin, Cout)``."""
+    if mode == "transpose":
+        return dt.reshape(4, 4, *dt.shape[1:])
+    dkp = {(r, c): jnp.stack([jnp.stack([dt[(2 * a + r) * 4 + 2 * b + c] for b in (0, 1)]) for a in (0, 1)])
+           for r, c in _PHASES}
+    return _phase_kernel_grad(dkp, mode, k)
+
+
+# Tap (i, j) reads the input padded by 1 at offset (_OFFSET[i], _OFFSET[j]): tap a of phase r is
+# row 2a + r and reads offset r + a.
+_OFFSET = (0, 1, 1, 2)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def _upsample_matmul(x, kernel, mode: str):
-    """Small inputs: each phase is one matmul ``(B*H*W, 4 Cin) @ (4 Cin, Cout)``. The backward
-    pass works on the stored kernel layout (per-tap matmuls): no transposed kernel copy."""
+    """Small inputs: one batched matmul ``(16, B*H*W, Cin) @ (16, Cin, Cout)`` over the 16 taps
+    (the stored kernel is used as it is), then each phase sums its four taps. The backward pass
+    is batched matmuls too, with channel-major windows: no transposed kernel copy."""
     b, h, w, cin = x.shape
     xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-    phases = {(r, c): _tap_windows(xp, r, c, h, w).reshape(-1, 4 * cin)
-                      @ phase_kernel(kernel, mode, r, c).reshape(4 * cin, -1) for r, c in _PHASES}
-    return _interleave_phases({rc: y.reshape(b, h, w, -1) for rc, y in phases.items()}, b, h, w)
+    win = jnp.stack([xp[:, _OFFSET[i]:_OFFSET[i] + h, _OFFSET[j]:_OFFSET[j] + w].reshape(-1, cin)
+                     for i in range(4) for j in range(4)])
+    z = jnp.einsum("tmi,tio->tmo", win, _tap_kernels(kernel, mode)).reshape(4, 4, b, h, w, -1)
+    return _interleave_phases({(r, c): sum(z[2 * a + r, 2 * bb + c] for a in (0, 1) for bb in (0, 1))
+                               for r, c in _PHASES}, b, h, w)
 
 
 def _upsample_matmul_fwd(x, kernel, mode):
@@ -190,15 +191,20 @@ def _upsample_matmul_fwd(x, kernel, mode):
 
 def _upsample_matmul_bwd(mode, res, dy):
     x, kernel = res
-    _, h, w, _ = x.shape
-    dys = {(r, c): dy[:, r::2, c::2] for r, c in _PHASES}       # (B, H, W, Cout) per phase
-    xt = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0))).transpose(3, 0, 1, 2)
-    # Phase (r, c) is a valid 2x2 conv of the padded input cropped to rows r.., columns c..
-    dkp = {(r, c): _weight_grad(xt[:, :, r:r + h + 1, c:c + w + 1], dys[r, c], 2, 2, 1)
-           for r, c in _PHASES}
-    dxt = sum(jnp.pad(_input_grad_taps(phase_kernel(kernel, mode, r, c), dys[r, c], 1, (h + 1, w + 1)),
-                      ((0, 0), (0, 0), (r, 1 - r), (c, 1 - c))) for r, c in _PHASES)
-    return dxt[:, :, 1:h + 1, 1:w + 1].transpose(1, 2, 3, 0), _phase_kernel_grad(dkp, mode, kernel.shape[0])
+    b, h, w, cin = x.shape
+    cout = dy.shape[-1]
+    dys = {(r, c): dy[:, r::2, c::2].reshape(-1, cout) for r, c in _PHASES}  # (B*H*W, Cout)
+    dz = jnp.stack([dys[i % 2, j % 2] for i in range(4) for j in range(4)])   # (16, M, Cout)
+    xt = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0))).transpose(3, 0, 1, 2)  # (Cin, B, H+2, W+2)
+    wint = jnp.stack([xt[:, :, _OFFSET[i]:_OFFSET[i] + h, _OFFSET[j]:_OFFSET[j] + w].reshape(cin, -1)
+                      for i in range(4) for j in range(4)])                   # (16, Cin, M)
+    dt = jnp.einsum("tim,tmo->tio", wint, dz)
+    dwint = jnp.einsum("tio,tmo->tim", _tap_kernels(kernel, mode), dz).reshape(16, cin, b, h, w)
+    zero = jnp.zeros((), dy.dtype)
+    dxt = sum(lax.pad(dwint[i * 4 + j], zero, ((0, 0, 0), (0, 0, 0), (_OFFSET[i], 2 - _OFFSET[i], 0),
+                                                (_OFFSET[j], 2 - _OFFSET[j], 0)))
+              for i in range(4) for j in range(4))
+    return dxt[:, :, 1:h + 1, 1:w + 1].transpose(1, 2, 3, 0), _tap_kernels_grad(dt, mode, kernel.shape[0])
 
 
 _upsample_matmul.defvjp(_upsample_matmul_fwd, _upsample_matmul_bwd)
