@@ -35,9 +35,9 @@ CONV_IMPLS = ("auto", "xla", "fast")
 # small-image, many-channel 2x2 convs at a fraction of its matmul rate, large images are faster
 # as convs (measured, docs/design.md).
 MATMUL_MAX_POSITIONS = 256
-# Strided convs with kernels of at least this many weights take the per-tap weight gradient;
-# smaller ones keep XLA's (the per-tap form's 2 x kh*kw extra ops cost more than they save there).
-TAPS_MIN_KERNEL = 2 ** 19
+# Kernels with Cin * Cout at least this take the matmul forms (per-tap weight gradients, the
+# small-input upsampling); smaller ones keep XLA's ops, which are as fast there and compile faster.
+MATMUL_MIN_CHANNELS = 2 ** 14
 
 _DN = ("NHWC", "HWIO", "NHWC")
 
@@ -49,6 +49,10 @@ def resolve_impl(impl: str) -> str:
     if impl == "auto":
         return "fast" if jax.default_backend() == "cpu" else "xla"
     return impl
+
+
+def _is_big(kernel) -> bool:
+    return kernel.shape[-2] * kernel.shape[-1] >= MATMUL_MIN_CHANNELS
 
 
 def _xla_conv(x, kernel, stride: int, padding):
@@ -87,7 +91,7 @@ def _conv_fast_bwd(stride, pad, res, dy):
     x, kernel = res
     padding = ((pad, pad), (pad, pad))
     (dx,) = jax.vjp(lambda x: _xla_conv(x, kernel, stride, padding), x)[1](dy)
-    if kernel.size < TAPS_MIN_KERNEL:
+    if not _is_big(kernel):
         (dk,) = jax.vjp(lambda k: _xla_conv(x, k, stride, padding), kernel)[1](dy)
     else:
         xt = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0))).transpose(3, 0, 1, 2)
@@ -210,45 +214,17 @@ def _upsample_matmul_bwd(mode, res, dy):
 _upsample_matmul.defvjp(_upsample_matmul_fwd, _upsample_matmul_bwd)
 
 
-def _patches(x):
-    """2x2 patches of ``x`` zero-padded by 1: ``(B, H+1, W+1, 2, 2, Cin)``."""
-    b, h, w, _ = x.shape
-    xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-    return jnp.stack([jnp.stack([xp[:, a:a + h + 1, c:c + w + 1] for c in (0, 1)], 3)
-                      for a in (0, 1)], 3)
-
-
-@jax.custom_vjp
-def _upsample_conv(x, kp):
-    """Large inputs: four 2x2 convs; ``kp (2, 2, Cin, 2, 2, Cout)`` = (tap row, tap column, Cin,
-    row phase, column phase, Cout). Phase (r, c) pads the input by (1-r, r) rows, (1-c, c) columns."""
-    b, h, w, _ = x.shape
-    return _interleave_phases({(r, c): _xla_conv(x, kp[:, :, :, r, c], 1, ((1 - r, r), (1 - c, c)))
-                               for r, c in _PHASES}, b, h, w)
-
-
-def _upsample_conv_fwd(x, kp):
-    return _upsample_conv(x, kp), (x, kp)
-
-
-def _upsample_conv_bwd(res, dy):
-    # Phase (r, c) at low-res position q is patch q + (r, c) of the padded input times
-    # kp[..., r, c, :]: scatter each phase's gradient to its patch position, then both gradients
-    # are matmuls against the 2x2 patches.
-    x, kp = res
+def _upsample_conv(x, kernel, mode: str):
+    """Large inputs: one 2x2 conv of the input padded by 1 with all four phase kernels side by side
+    (``Cin -> 4 Cout``), at every 2x2 patch position; phase ``(r, c)`` at ``q`` is the output at
+    patch ``q + (r, c)``. Its gradients are ``conv2d``'s."""
     b, h, w, cin = x.shape
+    kp = jnp.stack([jnp.stack([phase_kernel(kernel, mode, r, c) for c in (0, 1)], -2)
+                    for r in (0, 1)], -3)                                # (2, 2, Cin, 2, 2, Cout)
     cout = kp.shape[-1]
-    dy = dy.reshape(b, h, 2, w, 2, cout)
-    dyp = jnp.stack([jnp.stack([jnp.pad(dy[:, :, r, :, c], ((0, 0), (r, 1 - r), (c, 1 - c), (0, 0)))
-                                for c in (0, 1)], 3) for r in (0, 1)], 3)  # (B, H+1, W+1, 2, 2, Cout)
-    dkp = jnp.einsum("nhwabi,nhwrco->abirco", _patches(x), dyp)
-    dp = jnp.einsum("nhwrco,abirco->nhwabi", dyp, kp)                    # (B, H+1, W+1, 2, 2, Cin)
-    dx = sum(jnp.pad(dp[:, :, :, a, c], ((0, 0), (a, 1 - a), (c, 1 - c), (0, 0)))
-             for a in (0, 1) for c in (0, 1))[:, 1:h + 1, 1:w + 1]
-    return dx, dkp
-
-
-_upsample_conv.defvjp(_upsample_conv_fwd, _upsample_conv_bwd)
+    xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    y = conv2d(xp, kp.reshape(2, 2, cin, 4 * cout), 1, 0, "fast").reshape(b, h + 1, w + 1, 2, 2, cout)
+    return _interleave_phases({(r, c): y[:, r:r + h, c:c + w, r, c] for r, c in _PHASES}, b, h, w)
 
 
 def upsample2x(x: jax.Array, kernel: jax.Array, mode: str, impl: str = "xla") -> jax.Array:
@@ -264,8 +240,6 @@ def upsample2x(x: jax.Array, kernel: jax.Array, mode: str, impl: str = "xla") ->
             return lax.conv_transpose(x, kernel, (2, 2), "SAME", dimension_numbers=_DN)
         x = jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
         return _xla_conv(x, kernel, 1, ((1, 1), (1, 1)))
-    if x.shape[1] * x.shape[2] <= MATMUL_MAX_POSITIONS and kernel.size >= TAPS_MIN_KERNEL:
+    if x.shape[1] * x.shape[2] <= MATMUL_MAX_POSITIONS and _is_big(kernel):
         return _upsample_matmul(x, kernel, mode)
-    kp = jnp.stack([jnp.stack([phase_kernel(kernel, mode, r, c) for c in (0, 1)], -2)
-                    for r in (0, 1)], -3)                                # (2, 2, Cin, 2, 2, Cout)
-    return _upsample_conv(x, kp)
+    return _upsample_conv(x, kernel, mode)

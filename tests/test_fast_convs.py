@@ -46,7 +46,7 @@ def _use_form(monkeypatch, form):
     """``matmul``: the small-input upsampling form and the per-tap weight gradients for every
     size; ``conv``: the 2x2-conv upsampling form and XLA's weight gradients."""
     monkeypatch.setattr(convs, "MATMUL_MAX_POSITIONS", 10**9 if form == "matmul" else 0)
-    monkeypatch.setattr(convs, "TAPS_MIN_KERNEL", 0 if form == "matmul" else 10**12)
+    monkeypatch.setattr(convs, "MATMUL_MIN_CHANNELS", 0 if form == "matmul" else 10**12)
 
 
 @pytest.fixture(params=["matmul", "conv"])
