@@ -38,6 +38,9 @@ MATMUL_MAX_POSITIONS = 256
 # Kernels with Cin * Cout at least this take the matmul forms (per-tap weight gradients, the
 # small-input upsampling); smaller ones keep XLA's ops, which are as fast there and compile faster.
 MATMUL_MIN_CHANNELS = 2 ** 14
+# Strided convs with at most this many output positions (the innermost encoder levels) run as
+# one matmul forward and backward: XLA:CPU lowers them to slow generic convs and kernel reversals.
+TINY_MAX_POSITIONS = 64
 
 _DN = ("NHWC", "HWIO", "NHWC")
 
@@ -78,9 +81,25 @@ def _weight_grad(xt, dy, kh: int, kw: int, stride: int):
 
 # --- Strided convs (the encoder and the discriminators) --------------------------------------
 
+def _out_hw(x, kernel, stride: int, pad: int):
+    return tuple((n + 2 * pad - k) // stride + 1 for n, k in zip(x.shape[1:3], kernel.shape[:2]))
+
+
+def _is_tiny(x, kernel, stride: int, pad: int) -> bool:
+    ho, wo = _out_hw(x, kernel, stride, pad)
+    return ho * wo <= TINY_MAX_POSITIONS and _is_big(kernel)
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def _conv_fast(x, kernel, stride: int, pad: int):
-    return _xla_conv(x, kernel, stride, ((pad, pad), (pad, pad)))
+    if not _is_tiny(x, kernel, stride, pad):
+        return _xla_conv(x, kernel, stride, ((pad, pad), (pad, pad)))
+    # Tiny outputs: one matmul of the (B*Ho*Wo, kh*kw*Cin) windows with the stored kernel.
+    (kh, kw, cin, cout), (ho, wo) = kernel.shape, _out_hw(x, kernel, stride, pad)
+    xp = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    cols = jnp.concatenate([xp[:, i:i + stride * (ho - 1) + 1:stride, j:j + stride * (wo - 1) + 1:stride]
+                            for i in range(kh) for j in range(kw)], -1)
+    return (cols.reshape(-1, kh * kw * cin) @ kernel.reshape(-1, cout)).reshape(x.shape[0], ho, wo, cout)
 
 
 def _conv_fast_fwd(x, kernel, stride, pad):
@@ -90,13 +109,24 @@ def _conv_fast_fwd(x, kernel, stride, pad):
 def _conv_fast_bwd(stride, pad, res, dy):
     x, kernel = res
     padding = ((pad, pad), (pad, pad))
-    (dx,) = jax.vjp(lambda x: _xla_conv(x, kernel, stride, padding), x)[1](dy)
     if not _is_big(kernel):
-        (dk,) = jax.vjp(lambda k: _xla_conv(x, k, stride, padding), kernel)[1](dy)
-    else:
-        xt = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0))).transpose(3, 0, 1, 2)
-        dk = _weight_grad(xt, dy, *kernel.shape[:2], stride)
-    return dx, dk
+        return jax.vjp(lambda x, k: _xla_conv(x, k, stride, padding), x, kernel)[1](dy)
+    b, h, w, cin = x.shape
+    kh, kw, _, cout = kernel.shape
+    xt = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0))).transpose(3, 0, 1, 2)
+    dk = _weight_grad(xt, dy, kh, kw, stride)
+    if not _is_tiny(x, kernel, stride, pad):
+        (dx,) = jax.vjp(lambda x: _xla_conv(x, kernel, stride, padding), x)[1](dy)
+        return dx, dk
+    # Tiny outputs: dX^T per tap = W[i, j] (Cin, Cout) @ dY^T, added back at the tap's offsets.
+    ho, wo = dy.shape[1:3]
+    dcols = (kernel.reshape(-1, cout) @ dy.reshape(-1, cout).T).reshape(kh, kw, cin, b, ho, wo)
+    zero = jnp.zeros((), dy.dtype)
+    dxt = sum(lax.pad(dcols[i, j], zero, ((0, 0, 0), (0, 0, 0),
+                                          (i, h + 2 * pad - i - stride * (ho - 1) - 1, stride - 1),
+                                          (j, w + 2 * pad - j - stride * (wo - 1) - 1, stride - 1)))
+              for i in range(kh) for j in range(kw))
+    return dxt[:, :, pad:pad + h, pad:pad + w].transpose(1, 2, 3, 0), dk
 
 
 _conv_fast.defvjp(_conv_fast_fwd, _conv_fast_bwd)

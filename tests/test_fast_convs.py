@@ -43,9 +43,10 @@ def _check_same_function(f_fast, f_ref, *args):
 
 
 def _use_form(monkeypatch, form):
-    """``matmul``: the small-input upsampling form and the per-tap weight gradients for every
-    size; ``conv``: the 2x2-conv upsampling form and XLA's weight gradients."""
+    """``matmul``: every matmul form for every size (small-input upsampling, per-tap weight
+    gradients, tiny-output convs); ``conv``: the 2x2-conv upsampling form and XLA's convs."""
     monkeypatch.setattr(convs, "MATMUL_MAX_POSITIONS", 10**9 if form == "matmul" else 0)
+    monkeypatch.setattr(convs, "TINY_MAX_POSITIONS", 10**9 if form == "matmul" else 0)
     monkeypatch.setattr(convs, "MATMUL_MIN_CHANNELS", 0 if form == "matmul" else 10**12)
 
 
