@@ -83,6 +83,16 @@ def make_norm(norm: str, train: bool, axis_name: str | None, dtype: Any = None) 
     raise ValueError(f"--norm={norm!r}: expected 'batch' or 'instance'")
 
 
+def _conv_with_bias(module: nn.Module, x, k: int, op: Callable) -> jax.Array:
+    """Shared body of ``Conv`` and ``Upsample2x`` (inside their compact ``__call__``): creates
+    ``kernel (k, k, Cin, features)`` and ``bias`` as flax's conv modules do, applies ``op``."""
+    kernel = module.param("kernel", module.kernel_init, (k, k, x.shape[-1], module.features))
+    y = op(x.astype(module.dtype), kernel.astype(module.dtype))
+    if module.use_bias:
+        y = y + module.param("bias", nn.initializers.zeros_init(), (module.features,)).astype(module.dtype)
+    return y
+
+
 class Conv(nn.Module):
     """Conv with zero padding ``padding`` on every side (``convs.conv2d``); params ``kernel
     (k, k, Cin, Cout)`` and ``bias``, initialised and named as flax ``nn.Conv``'s."""
@@ -97,12 +107,8 @@ class Conv(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        k = self.kernel_size
-        kernel = self.param("kernel", self.kernel_init, (k, k, x.shape[-1], self.features))
-        y = conv2d(x.astype(self.dtype), kernel.astype(self.dtype), self.strides, self.padding, self.impl)
-        if self.use_bias:
-            y = y + self.param("bias", nn.initializers.zeros_init(), (self.features,)).astype(self.dtype)
-        return y
+        return _conv_with_bias(self, x, self.kernel_size,
+                               lambda x, k: conv2d(x, k, self.strides, self.padding, self.impl))
 
 
 class Upsample2x(nn.Module):
@@ -117,12 +123,8 @@ class Upsample2x(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        k = UPSAMPLE_KERNEL[self.mode]
-        kernel = self.param("kernel", self.kernel_init, (k, k, x.shape[-1], self.features))
-        y = upsample2x(x.astype(self.dtype), kernel.astype(self.dtype), self.mode, self.impl)
-        if self.use_bias:
-            y = y + self.param("bias", nn.initializers.zeros_init(), (self.features,)).astype(self.dtype)
-        return y
+        return _conv_with_bias(self, x, UPSAMPLE_KERNEL[self.mode],
+                               lambda x, k: upsample2x(x, k, self.mode, self.impl))
 
 
 class Generator(nn.Module):
