@@ -6,20 +6,22 @@ Layout NHWC, kernels HWIO, no bias. ``impl`` (``--conv_impl``): ``"xla"`` runs t
 function with the same parameters (tests: float64, 1e-10, values and gradients); docs/design.md
 has what was measured on a 2-core AVX2 CPU (XLA:CPU, 2026-12-01).
 
+Which form runs where (``MATMUL_MIN_CHANNELS``: kernels with smaller ``Cin * Cout`` keep
+XLA's ops, which are as fast there and compile faster):
+
 * Weight gradients of the strided convs (encoder, discriminators). XLA computes them as a conv
   whose kernel is the output gradient, at a third of its matmul rate, then transposes the
-  result. The fast form is one matmul per kernel tap, ``dW[i, j] = X_ij dY`` with ``X_ij
-  (Cin, B*Ho*Wo)`` the stride-subsampled window at offset ``(i, j)`` of the channel-major padded
-  input: the result is already in HWIO order. Input gradients stay XLA's (a plain conv).
+  result. The fast form is one matmul ``[X_00; X_01; ...] dY`` of the stacked stride-subsampled
+  windows ``X_ij (Cin, B*Ho*Wo)`` of the channel-major padded input: the result is already in
+  HWIO order. Input gradients stay XLA's (a plain conv), except for tiny outputs
+  (``TINY_MAX_POSITIONS``), where forward and backward are single matmuls.
 * The decoder's 2x upsampling conv. Each output phase (row parity r, column parity c) is a 2x2
   stride-1 conv of the low-resolution input with phase kernel ``K_rc`` (slices, or for
   ``resize`` sums, of the stored kernel; ``_UP_TAPS``). Inputs of at most
-  ``MATMUL_MAX_POSITIONS`` positions (the paper decoder's 1x1 ... 16x16 levels, 1024 input
-  channels) compute each phase as one matmul over the four shifted windows, and their backward
-  pass uses per-tap matmuls with the kernel in its stored layout: XLA would otherwise write a
-  transposed copy of the whole kernel (up to 1024x512x4x4) for the input gradient. Larger inputs
-  use four 2x2 convs forward and two matmuls over 2x2 patches backward (XLA's own weight
-  gradient of a transposed conv is ~20x slower there).
+  ``MATMUL_MAX_POSITIONS`` positions compute all 16 taps as one batched matmul with the stored
+  kernel as it is, backward too: XLA would otherwise write a transposed copy of the whole kernel
+  (up to 1024x512x4x4) for the input gradient. Larger inputs are one 2x2 conv to ``4 Cout``
+  channels (all phases side by side) whose gradients are the strided-conv forms above.
 """
 from __future__ import annotations
 
