@@ -26,6 +26,7 @@ XLA's ops, which are as fast there and compile faster):
 from __future__ import annotations
 
 import functools
+import itertools
 
 import jax
 import jax.numpy as jnp
@@ -65,12 +66,17 @@ def _xla_conv(x, kernel, stride: int, padding):
     return lax.conv_general_dilated(x, kernel, (stride, stride), padding, dimension_numbers=_DN)
 
 
+def _taps(i: int, stride: int, n: int) -> slice:
+    """Input rows read by kernel row ``i`` for ``n`` outputs: ``i, i + stride, ...``."""
+    return slice(i, i + stride * (n - 1) + 1, stride)
+
+
 def _windows(xt, kh: int, kw: int, stride: int, out_hw):
     """Channel-major windows: ``xt (C, B, Hp, Wp)`` -> ``[(C, B*Ho*Wo)]`` for every tap
     ``(i, j)`` in row-major order; tap ``(i, j)`` reads ``xt[..., i + stride*q, j + stride*p]``."""
     ho, wo = out_hw
     c = xt.shape[0]
-    return [xt[:, :, i:i + stride * (ho - 1) + 1:stride, j:j + stride * (wo - 1) + 1:stride].reshape(c, -1)
+    return [xt[:, :, _taps(i, stride, ho), _taps(j, stride, wo)].reshape(c, -1)
             for i in range(kh) for j in range(kw)]
 
 
@@ -99,7 +105,7 @@ def _conv_fast(x, kernel, stride: int, pad: int):
     # Tiny outputs: one matmul of the (B*Ho*Wo, kh*kw*Cin) windows with the stored kernel.
     (kh, kw, cin, cout), (ho, wo) = kernel.shape, _out_hw(x, kernel, stride, pad)
     xp = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-    cols = jnp.concatenate([xp[:, i:i + stride * (ho - 1) + 1:stride, j:j + stride * (wo - 1) + 1:stride]
+    cols = jnp.concatenate([xp[:, _taps(i, stride, ho), _taps(j, stride, wo)]
                             for i in range(kh) for j in range(kw)], -1)
     return (cols.reshape(-1, kh * kw * cin) @ kernel.reshape(-1, cout)).reshape(x.shape[0], ho, wo, cout)
 
@@ -168,12 +174,9 @@ def phase_kernel(kernel: jax.Array, mode: str, r: int, c: int) -> jax.Array:
 def _phase_kernel_grad(dkp, mode: str, k: int):
     """Adjoint of ``phase_kernel``: ``dkp[(r, c)] (2, 2, Cin, Cout)`` -> ``(k, k, Cin, Cout)``."""
     acc = {}
-    for r, c in _PHASES:
-        for a in (0, 1):
-            for b in (0, 1):
-                for u in _UP_TAPS[mode][r][a]:
-                    for v in _UP_TAPS[mode][c][b]:
-                        acc[u, v] = acc[u, v] + dkp[r, c][a, b] if (u, v) in acc else dkp[r, c][a, b]
+    for (r, c), a, b in itertools.product(_PHASES, (0, 1), (0, 1)):
+        for u, v in itertools.product(_UP_TAPS[mode][r][a], _UP_TAPS[mode][c][b]):
+            acc[u, v] = acc.get((u, v), 0) + dkp[r, c][a, b]
     return jnp.stack([jnp.stack([acc[u, v] for v in range(k)]) for u in range(k)])
 
 
