@@ -9,12 +9,19 @@ has what was measured on a 2-core AVX2 CPU (XLA:CPU, 2026-12-01).
 Which form runs where (``MATMUL_MIN_CHANNELS``: kernels with smaller ``Cin * Cout`` keep
 XLA's ops, which are as fast there and compile faster):
 
-* Weight gradients of the strided convs (encoder, discriminators). XLA computes them as a conv
-  whose kernel is the output gradient, at a third of its matmul rate, then transposes the
-  result. The fast form is one matmul ``[X_00; X_01; ...] dY`` of the stacked stride-subsampled
-  windows ``X_ij (Cin, B*Ho*Wo)`` of the channel-major padded input: the result is already in
-  HWIO order. Input gradients stay XLA's (a plain conv), except for tiny outputs
-  (``TINY_MAX_POSITIONS``), where forward and backward are single matmuls.
+* Strided convs (encoder, discriminators): XLA's conv forward. Backward, for even kernels (4x4
+  stride 2), the gradients of the same conv written as a 2x2 stride-1 Winograd conv of the
+  2x2 space-to-depth input (``winograd.space_to_depth_conv``): 9 multiply-adds per 2x2 output tile
+  and channel pair instead of 16. Other kernels: the weight gradient is one matmul
+  ``[X_00; X_01; ...] dY`` of the stacked stride-subsampled windows ``X_ij (Cin, B*Ho*Wo)``
+  of the channel-major padded input (XLA's is a conv with ``dY`` as kernel, at a third of its
+  matmul rate, then a transpose), the input gradient XLA's. Tiny outputs
+  (``TINY_MAX_POSITIONS``): forward and backward are single matmuls.
+* Stride-1 4x4 convs (the discriminators' 256 -> 512 layer): Winograd F(2x2, 4x4), forward
+  and backward: 25 multiply-adds per output tile and channel pair instead of 64.
+* Thin convs (at most ``THIN_MAX_COUT`` output channels: the discriminators' last layer, the
+  generator's output): one matmul over all taps forward, two backward, each reading the big
+  input once (XLA's weight gradient there runs at ~0.5 GFLOP/s).
 * The decoder's 2x upsampling conv. Each output phase (row parity r, column parity c) is a 2x2
   stride-1 conv of the low-resolution input with phase kernel ``K_rc`` (slices, or for
   ``resize`` sums, of the stored kernel; ``_UP_TAPS``). Inputs of at most
@@ -22,6 +29,8 @@ XLA's ops, which are as fast there and compile faster):
   kernel as it is, backward too: XLA would otherwise write a transposed copy of the whole kernel
   (up to 1024x512x4x4) for the input gradient. Larger inputs are one 2x2 conv to ``4 Cout``
   channels (all phases side by side) whose gradients are the strided-conv forms above.
+
+The Winograd forms are used for float32 and float64 only; bfloat16 keeps the direct forms.
 """
 from __future__ import annotations
 
@@ -31,6 +40,8 @@ import itertools
 import jax
 import jax.numpy as jnp
 from jax import lax
+
+from patchfuse_jax import winograd
 
 CONV_IMPLS = ("auto", "xla", "fast")
 
@@ -44,6 +55,8 @@ MATMUL_MIN_CHANNELS = 2 ** 14
 # Strided convs with at most this many output positions (the innermost encoder levels) run as
 # one matmul forward and backward: XLA:CPU lowers them to slow generic convs and kernel reversals.
 TINY_MAX_POSITIONS = 64
+# Convs with at most this many output channels take the thin form (``_conv_thin``).
+THIN_MAX_COUT = 4
 
 _DN = ("NHWC", "HWIO", "NHWC")
 
@@ -117,6 +130,8 @@ def _conv_fast_fwd(x, kernel, stride, pad):
 def _conv_fast_bwd(stride, pad, res, dy):
     x, kernel = res
     padding = ((pad, pad), (pad, pad))
+    if _is_space_to_depth(x, kernel, stride, pad):
+        return jax.vjp(lambda x, k: winograd.space_to_depth_conv(x, k, pad), x, kernel)[1](dy)
     if not _is_big(kernel):
         return jax.vjp(lambda x, k: _xla_conv(x, k, stride, padding), x, kernel)[1](dy)
     b, h, w, cin = x.shape
@@ -140,11 +155,73 @@ def _conv_fast_bwd(stride, pad, res, dy):
 _conv_fast.defvjp(_conv_fast_fwd, _conv_fast_bwd)
 
 
+# --- Thin convs (few output channels: the discriminators' last layer, the generator's output) ---
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _conv_thin(x, kernel, stride: int, pad: int):
+    """All taps at once: ``Z = X (B*Hp*Wp, Cin) @ W (Cin, kh*kw*Cout)``, then each output sums
+    its taps' columns of ``Z`` at the tap offsets. The big input is read once."""
+    kh, kw, cin, cout = kernel.shape
+    ho, wo = _out_hw(x, kernel, stride, pad)
+    xp = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    z = (xp.reshape(-1, cin) @ kernel.transpose(2, 0, 1, 3).reshape(cin, -1)).reshape(*xp.shape[:3], kh, kw, cout)
+    return sum(z[:, _taps(i, stride, ho), _taps(j, stride, wo), i, j] for i in range(kh) for j in range(kw))
+
+
+def _conv_thin_fwd(x, kernel, stride, pad):
+    return _conv_thin(x, kernel, stride, pad), (x, kernel)
+
+
+def _conv_thin_bwd(stride, pad, res, dy):
+    """With ``D (kh*kw*Cout, B*Hp*Wp)``: row ``(i, j, o)`` is ``dY[..., o]`` placed at the
+    positions tap ``(i, j)`` reads (``i + stride q, j + stride p``), zero elsewhere:
+    ``dW = D X`` and ``dX_padded = D^T W``, two matmuls that read or write the big array once.
+    (XLA's weight gradient here is a conv with a one-channel kernel, ~0.5 GFLOP/s.)"""
+    x, kernel = res
+    kh, kw, cin, cout = kernel.shape
+    b, h, w, _ = x.shape
+    xp = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    hp, wp = xp.shape[1:3]
+    ho, wo = dy.shape[1:3]
+    zero = jnp.zeros((), dy.dtype)
+    dyt = dy.transpose(3, 0, 1, 2)                                            # (Cout, B, Ho, Wo)
+    d = jnp.stack([lax.pad(dyt, zero, ((0, 0, 0), (0, 0, 0),
+                                       (i, hp - i - stride * (ho - 1) - 1, stride - 1),
+                                       (j, wp - j - stride * (wo - 1) - 1, stride - 1)))
+                   for i in range(kh) for j in range(kw)]).reshape(kh * kw * cout, -1)
+    dk = (d @ xp.reshape(-1, cin)).reshape(kh, kw, cout, cin).transpose(0, 1, 3, 2)
+    dxp = (d.T @ kernel.transpose(0, 1, 3, 2).reshape(-1, cin)).reshape(b, hp, wp, cin)
+    return dxp[:, pad:pad + h, pad:pad + w], dk
+
+
+_conv_thin.defvjp(_conv_thin_fwd, _conv_thin_bwd)
+
+
+# --- Winograd forms (winograd.py) ---------------------------------------------------------------
+
+def _is_winograd(x, kernel, stride: int) -> bool:
+    """Stride-1 4x4 convs run as Winograd convs (2x2 ones measured no faster: docs/design.md)."""
+    return (stride == 1 and kernel.shape[:2] == (4, 4) and _is_big(kernel)
+            and x.dtype in winograd.DTYPES and kernel.dtype in winograd.DTYPES)
+
+
+def _is_space_to_depth(x, kernel, stride: int, pad: int) -> bool:
+    k = kernel.shape[0]
+    return (stride == 2 and kernel.shape[1] == k and k % 2 == 0 and k // 2 in winograd.TABLES
+            and 4 * kernel.shape[2] * kernel.shape[3] >= MATMUL_MIN_CHANNELS
+            and x.dtype in winograd.DTYPES and kernel.dtype in winograd.DTYPES
+            and not _is_tiny(x, kernel, stride, pad))
+
+
 def conv2d(x: jax.Array, kernel: jax.Array, stride: int, pad: int, impl: str = "xla") -> jax.Array:
     """``x (B, H, W, Cin)`` conv ``kernel (kh, kw, Cin, Cout)``, zero padding ``pad`` on every
     side, stride ``stride``: ``(B, (H + 2 pad - kh)//stride + 1, ..., Cout)``."""
     if resolve_impl(impl) == "xla":
         return _xla_conv(x, kernel, stride, ((pad, pad), (pad, pad)))
+    if _is_winograd(x, kernel, stride):
+        return winograd.conv_winograd(x, kernel, pad)
+    if kernel.shape[-1] <= THIN_MAX_COUT:
+        return _conv_thin(x, kernel, stride, pad)
     return _conv_fast(x, kernel, stride, pad)
 
 
