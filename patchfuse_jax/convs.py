@@ -11,17 +11,18 @@ XLA's ops, which are as fast there and compile faster):
 
 * Strided convs (encoder, discriminators): XLA's conv forward. Backward, for even kernels (4x4
   stride 2), the gradients of the same conv written as a 2x2 stride-1 Winograd conv of the
-  2x2 space-to-depth input (``winograd.space_to_depth_conv``): 9 multiply-adds per 2x2 output tile
-  and channel pair instead of 16. Other kernels: the weight gradient is one matmul
+  2x2 space-to-depth input (``winograd.space_to_depth_conv``): 9 multiply-adds per 2x2
+  output tile and channel pair instead of 16. Other kernels: the weight gradient is one matmul
   ``[X_00; X_01; ...] dY`` of the stacked stride-subsampled windows ``X_ij (Cin, B*Ho*Wo)``
   of the channel-major padded input (XLA's is a conv with ``dY`` as kernel, at a third of its
   matmul rate, then a transpose), the input gradient XLA's. Tiny outputs
   (``TINY_MAX_POSITIONS``): forward and backward are single matmuls.
 * Stride-1 4x4 convs (the discriminators' 256 -> 512 layer): Winograd F(2x2, 4x4), forward
   and backward: 25 multiply-adds per output tile and channel pair instead of 64.
-* Thin convs (at most ``THIN_MAX_COUT`` output channels: the discriminators' last layer, the
-  generator's output): one matmul over all taps forward, two backward, each reading the big
-  input once (XLA's weight gradient there runs at ~0.5 GFLOP/s).
+* Thin convs (at most ``THIN_MAX_COUT`` output channels, inputs of ``THIN_MIN_POSITIONS`` or
+  more: the discriminators' last layer, the generator's output): one matmul over all taps
+  forward, two backward, each reading the big input once (XLA's weight gradient there runs at
+  ~0.5 GFLOP/s).
 * The decoder's 2x upsampling conv. Each output phase (row parity r, column parity c) is a 2x2
   stride-1 conv of the low-resolution input with phase kernel ``K_rc`` (slices, or for
   ``resize`` sums, of the stored kernel; ``_UP_TAPS``). Inputs of at most
@@ -55,8 +56,11 @@ MATMUL_MIN_CHANNELS = 2 ** 14
 # Strided convs with at most this many output positions (the innermost encoder levels) run as
 # one matmul forward and backward: XLA:CPU lowers them to slow generic convs and kernel reversals.
 TINY_MAX_POSITIONS = 64
-# Convs with at most this many output channels take the thin form (``_conv_thin``).
+# Convs with at most this many output channels and inputs of at least this many positions
+# take the thin form (``_conv_thin``); on small inputs XLA's ops are fast enough and the thin
+# form only adds compile time (~1 s per call site).
 THIN_MAX_COUT = 4
+THIN_MIN_POSITIONS = 256
 
 _DN = ("NHWC", "HWIO", "NHWC")
 
@@ -220,7 +224,7 @@ def conv2d(x: jax.Array, kernel: jax.Array, stride: int, pad: int, impl: str = "
         return _xla_conv(x, kernel, stride, ((pad, pad), (pad, pad)))
     if _is_winograd(x, kernel, stride):
         return winograd.conv_winograd(x, kernel, pad)
-    if kernel.shape[-1] <= THIN_MAX_COUT:
+    if kernel.shape[-1] <= THIN_MAX_COUT and x.shape[1] * x.shape[2] >= THIN_MIN_POSITIONS:
         return _conv_thin(x, kernel, stride, pad)
     return _conv_fast(x, kernel, stride, pad)
 

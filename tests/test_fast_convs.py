@@ -55,6 +55,7 @@ def _use_form(monkeypatch, form):
     monkeypatch.setattr(convs, "TINY_MAX_POSITIONS", 10**9 if form == "matmul" else 0)
     monkeypatch.setattr(convs, "MATMUL_MIN_CHANNELS", 0 if form in ("matmul", "winograd") else 10**12)
     monkeypatch.setattr(convs, "THIN_MAX_COUT", {"thin": 10**9, "winograd": 4}.get(form, 0))
+    monkeypatch.setattr(convs, "THIN_MIN_POSITIONS", 0)
 
 
 @pytest.fixture(params=FORMS)
