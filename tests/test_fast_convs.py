@@ -63,7 +63,7 @@ def all_forms(request, monkeypatch):
     _use_form(monkeypatch, request.param)
 
 
-@pytest.fixture(params=["matmul", "conv", "winograd"])
+@pytest.fixture(params=[pytest.param("matmul", marks=pytest.mark.slow), "conv", "winograd"])
 def network_forms(request, monkeypatch):
     _use_form(monkeypatch, request.param)
 
@@ -181,8 +181,8 @@ def test_discriminator_fast_equals_xla(x64, network_forms, d_arch):
 
 
 @pytest.mark.parametrize("form,upsample,input_skip", [
-    ("matmul", "transpose", False), ("conv", "resize", False), ("conv", "transpose", True),
-    ("winograd", "transpose", False),
+    ("conv", "resize", False), ("conv", "transpose", True), ("winograd", "transpose", False),
+    pytest.param("matmul", "transpose", False, marks=pytest.mark.slow),
     pytest.param("conv", "transpose", False, marks=pytest.mark.slow),
     pytest.param("matmul", "resize", False, marks=pytest.mark.slow),
     pytest.param("matmul", "transpose", True, marks=pytest.mark.slow)])
