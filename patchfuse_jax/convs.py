@@ -97,6 +97,15 @@ def _windows(xt, kh: int, kw: int, stride: int, out_hw):
             for i in range(kh) for j in range(kw)]
 
 
+def _at_tap(a, i: int, j: int, stride: int, hp: int, wp: int):
+    """``a (..., Ho, Wo)`` placed where tap ``(i, j)`` reads a ``(hp, wp)`` padded input (rows
+    ``i + stride q``, columns ``j + stride p``), zeros elsewhere: ``(..., hp, wp)``."""
+    ho, wo = a.shape[-2:]
+    lead = ((0, 0, 0),) * (a.ndim - 2)
+    return lax.pad(a, jnp.zeros((), a.dtype), (*lead, (i, hp - i - stride * (ho - 1) - 1, stride - 1),
+                                               (j, wp - j - stride * (wo - 1) - 1, stride - 1)))
+
+
 def _weight_grad(xt, dy, kh: int, kw: int, stride: int):
     """``dW (kh, kw, Cin, Cout)`` of a valid conv of the channel-major padded input
     ``xt (Cin, B, Hp, Wp)`` with output gradient ``dy (B, Ho, Wo, Cout)``."""
@@ -148,10 +157,7 @@ def _conv_fast_bwd(stride, pad, res, dy):
     # Tiny outputs: dX^T per tap = W[i, j] (Cin, Cout) @ dY^T, added back at the tap's offsets.
     ho, wo = dy.shape[1:3]
     dcols = (kernel.reshape(-1, cout) @ dy.reshape(-1, cout).T).reshape(kh, kw, cin, b, ho, wo)
-    zero = jnp.zeros((), dy.dtype)
-    dxt = sum(lax.pad(dcols[i, j], zero, ((0, 0, 0), (0, 0, 0),
-                                          (i, h + 2 * pad - i - stride * (ho - 1) - 1, stride - 1),
-                                          (j, w + 2 * pad - j - stride * (wo - 1) - 1, stride - 1)))
+    dxt = sum(_at_tap(dcols[i, j], i, j, stride, h + 2 * pad, w + 2 * pad)
               for i in range(kh) for j in range(kw))
     return dxt[:, :, pad:pad + h, pad:pad + w].transpose(1, 2, 3, 0), dk
 
@@ -186,12 +192,8 @@ def _conv_thin_bwd(stride, pad, res, dy):
     b, h, w, _ = x.shape
     xp = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
     hp, wp = xp.shape[1:3]
-    ho, wo = dy.shape[1:3]
-    zero = jnp.zeros((), dy.dtype)
     dyt = dy.transpose(3, 0, 1, 2)                                            # (Cout, B, Ho, Wo)
-    d = jnp.stack([lax.pad(dyt, zero, ((0, 0, 0), (0, 0, 0),
-                                       (i, hp - i - stride * (ho - 1) - 1, stride - 1),
-                                       (j, wp - j - stride * (wo - 1) - 1, stride - 1)))
+    d = jnp.stack([_at_tap(dyt, i, j, stride, hp, wp)
                    for i in range(kh) for j in range(kw)]).reshape(kh * kw * cout, -1)
     dk = (d @ xp.reshape(-1, cin)).reshape(kh, kw, cout, cin).transpose(0, 1, 3, 2)
     dxp = (d.T @ kernel.transpose(0, 1, 3, 2).reshape(-1, cin)).reshape(b, hp, wp, cin)
