@@ -6,11 +6,14 @@ data of step s depends only on (seed, s), so a resumed run equals an uninterrupt
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
+import signal
 import tempfile
+import threading
 import time
 from typing import Any
 
@@ -78,6 +81,35 @@ def _write_samples(path: str, host_state: TrainState, cfg: Config, samples: dict
     rows = [np.concatenate([a[..., 0], b[..., 0], f[..., 0]], axis=1)
             for a, b, f in zip(samples["ir"], samples["vis"], fused)]
     io.save_image(path, np.concatenate(rows, axis=0))
+
+
+@contextlib.contextmanager
+def _stop_after_step():
+    """Ctrl-C or SIGTERM inside a step takes effect when the step returns.
+
+    The step donates its input state, so an interrupt in the middle would leave nothing to save.
+    The signal is held and re-raised (to the handler that was installed) on leaving the block; a
+    second signal stops at once. Outside the main thread signals cannot be caught, so it is a no-op.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+
+    def hold(signum, frame):
+        if held:
+            raise KeyboardInterrupt
+        held.append(signum)
+
+    old = {sig: signal.signal(sig, hold) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+    if held:
+        log.warning("stopping after step (signal %d)", held[0])
+        signal.raise_signal(held[0])
 
 
 def _check_finite(pending: list[tuple[int, dict[str, Any]]]) -> list[tuple[int, dict[str, float]]]:
@@ -292,9 +324,10 @@ def train_and_evaluate(cfg: Config, workdir: str, *, show_progress: bool = True,
 
     try:
         for s, batch in batches:
-            state, metrics = step_fn(state, par.put_batch(batch))
-            step = s + 1
-            pending.append((step, par.metrics(metrics)))
+            with _stop_after_step():
+                state, metrics = step_fn(state, par.put_batch(batch))
+                step = s + 1
+                pending.append((step, par.metrics(metrics)))
             bar.update(1)
             if step % cfg.log_every == 0:
                 flush_logs()

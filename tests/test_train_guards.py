@@ -234,3 +234,35 @@ def test_resume_drops_a_metrics_line_cut_by_a_crash(tmp_path, caplog):
     with open(path) as f:
         lines = f.read().splitlines()
     assert [json.loads(ln)["step"] for ln in lines] == [1, 2, 3, 4]
+
+
+def test_a_signal_inside_a_step_stops_after_the_step():
+    """The donated state survives Ctrl-C/SIGTERM in a step: the block finishes, then the installed
+    handler runs; a second signal stops at once; the previous handlers are restored."""
+    import signal
+    calls = []
+
+    def on_term(signum, frame):
+        calls.append(signum)
+        raise KeyboardInterrupt
+
+    before = signal.signal(signal.SIGTERM, on_term)
+    try:
+        finished = []
+        with pytest.raises(KeyboardInterrupt):
+            with trainer._stop_after_step():
+                signal.raise_signal(signal.SIGTERM)
+                finished.append("step")  # still runs: the signal was held
+        assert finished == ["step"] and calls == [signal.SIGTERM]
+        assert signal.getsignal(signal.SIGTERM) is on_term
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+        with pytest.raises(KeyboardInterrupt):
+            with trainer._stop_after_step():
+                signal.raise_signal(signal.SIGINT)
+                signal.raise_signal(signal.SIGINT)  # the second one stops now
+                finished.append("not reached")
+        assert finished == ["step"]
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGTERM, before)
