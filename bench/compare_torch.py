@@ -20,7 +20,8 @@ Workloads:
   pix2pix70, 64x64 crops, batch 4).
 * ``eval_g_256x512``: generator inference on one 256x512 pair with the paper model: ours as
   ``inference.fuse`` (numpy in/out, as a user calls it) and as the raw jitted
-  ``Generator.apply(train=False)``; torch as ``model.eval()`` under ``torch.inference_mode()``.
+  ``Generator.apply(train=False)`` (compiled with the same ``inference_compiler_options``);
+  torch as ``model.eval()`` under ``torch.inference_mode()``.
   ``ratio`` uses the raw forward, ``ratio_fuse`` uses ``fuse``.
 * ``check``: copies Flax weights into the torch networks (small model, odd image size) and
   reports the largest differences of G and D outputs and of the first step's losses, to show
@@ -50,6 +51,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from patchfuse_jax.config import Config  # noqa: E402
+from patchfuse_jax.convs import inference_compiler_options  # noqa: E402
 from patchfuse_jax.inference import fuse, make_fuse_params  # noqa: E402
 from patchfuse_jax.state import create_train_state, param_count  # noqa: E402
 from patchfuse_jax.step import train_step  # noqa: E402
@@ -233,7 +235,7 @@ def bench_eval(name: str, spec: dict, args) -> dict:
     apply_fn = state.g.apply_fn
     fwd = jax.jit(lambda v, x: apply_fn(v, x, train=False))
     t0 = time.perf_counter()
-    fwd_c = fwd.lower(variables, x).compile()
+    fwd_c = fwd.lower(variables, x).compile(compiler_options=inference_compiler_options(cfg.conv_impl))
     compile_s = time.perf_counter() - t0
 
     g = tt.g.eval()

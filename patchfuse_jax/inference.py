@@ -35,6 +35,7 @@ import numpy as np
 from patchfuse_jax import io, layouts, tiling
 from patchfuse_jax.checkpoint import CheckpointError, Checkpoints
 from patchfuse_jax.config import generator_arch
+from patchfuse_jax.convs import inference_compiler_options
 from patchfuse_jax.models import Generator
 
 BN_MODES = ("running", "image")
@@ -83,14 +84,16 @@ def _bn_mode(bn: str, arch: dict[str, Any]) -> str:
 @functools.lru_cache(maxsize=None)
 def _generator_fn(arch: tuple, bn: str):
     model = Generator(**dict(arch))
+    options = inference_compiler_options(model.impl)
     if bn == "running":
-        return jax.jit(lambda variables, x: model.apply(variables, x, train=False))
+        return jax.jit(lambda variables, x: model.apply(variables, x, train=False),
+                       compiler_options=options)
 
     def one(variables, x):  # train-mode BatchNorm on a batch of one image: its own statistics
         y, _ = model.apply(variables, x[None], train=True, mutable=["batch_stats"])
         return y[0]
 
-    return jax.jit(jax.vmap(one, in_axes=(None, 0)))
+    return jax.jit(jax.vmap(one, in_axes=(None, 0)), compiler_options=options)
 
 
 def generator_fn(arch: dict[str, Any], bn: str = DEFAULT_BN):

@@ -133,3 +133,31 @@ def test_bn_mode_is_ignored_without_batchnorm():
     ir, vis = rng.random((2, 12, 16)).astype(np.float32), rng.random((2, 12, 16)).astype(np.float32)
     np.testing.assert_array_equal(fuse(p, ir, vis, bn="image"), fuse(p, ir, vis))
     assert generator_fn(p.arch_dict, "image") is generator_fn(p.arch_dict)  # one program
+
+
+def test_inference_executables_use_xla_convolutions_on_cpu(params):
+    """On CPU `fuse` compiles with INFERENCE_COMPILER_OPTIONS (convolutions not handed to YNNPACK);
+    the result equals the default compilation to float32 rounding, in both BatchNorm modes."""
+    import jax
+    import jax.numpy as jnp
+
+    from patchfuse_jax import convs
+    from patchfuse_jax.models import Generator
+    if jax.default_backend() != "cpu":
+        pytest.skip("CPU-only compiler options")
+    assert convs.inference_compiler_options("auto") == convs.INFERENCE_COMPILER_OPTIONS
+    assert convs.inference_compiler_options("xla") is None
+    arch = dict(params.arch_dict, ngf=16)  # channels > 16: convolutions YNNPACK would take
+    variables = jax.jit(lambda: Generator(**arch).init(jax.random.key(0), jnp.zeros((1, 32, 32, 2)),
+                                                       train=False))()
+    x = jnp.asarray(np.random.default_rng(2).uniform(size=(2, 32, 32, 2)), jnp.float32)
+
+    def ynn_convs(text):
+        return sum("__ynn_fusion" in line and "conv" in line for line in text.splitlines())
+
+    for bn in ("running", "image"):
+        fn = generator_fn(arch, bn)
+        ours = fn.lower(variables, x).compile()
+        default = jax.jit(fn.__wrapped__).lower(variables, x).compile()
+        assert ynn_convs(ours.as_text()) == 0 < ynn_convs(default.as_text())
+        np.testing.assert_allclose(ours(variables, x), default(variables, x), atol=1e-5)
