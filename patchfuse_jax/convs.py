@@ -65,10 +65,12 @@ THIN_MIN_POSITIONS = 256
 _DN = ("NHWC", "HWIO", "NHWC")
 
 # XLA:CPU (jaxlib 0.10) hands convolutions and dots to YNNPACK. For the generator's inference
-# forward its own (Eigen) convolutions are faster here (256x512: 326 -> 301 ms, 256x256: 221 ->
-# 204, 512x640: 910 -> 854, median, same process), for the training step slower (256x256: 1861
-# -> 2039 ms), so only inference executables are compiled with YNNPACK for dots alone.
-INFERENCE_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}
+# forward XLA's own kernels (Eigen) are faster here: the batched small-M matmuls of the inner
+# decoder levels read their weights once instead of repacking them, and the encoder's strided
+# convs run 10-30% faster. Paper model, median ms, one process (docs/design.md): 256x512 393 ->
+# 324, 256x256 240 -> 197, 512x640 948 -> 850. The training step is slower that way (256x256:
+# 1907 -> 1984 ms), so only inference executables (fuse, validation) use these options.
+INFERENCE_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
 
 
 def resolve_impl(impl: str) -> str:
