@@ -83,11 +83,11 @@ def resolve_impl(impl: str) -> str:
     return impl
 
 
-@functools.lru_cache(maxsize=None)
-def _compiler_options_accepted(options: tuple) -> bool:
-    """Whether this jaxlib knows the options (they are experimental XLA flags)."""
+@functools.cache
+def _compiler_options_accepted() -> bool:
+    """Whether this jaxlib knows ``INFERENCE_COMPILER_OPTIONS`` (experimental XLA flags)."""
     try:
-        jax.jit(lambda x: x + 1).lower(jnp.zeros(2)).compile(compiler_options=dict(options))
+        jax.jit(lambda x: x + 1).lower(jnp.zeros(2)).compile(compiler_options=INFERENCE_COMPILER_OPTIONS)
         return True
     except Exception:  # noqa: BLE001  (an unknown option or value: compile without it)
         return False
@@ -96,10 +96,9 @@ def _compiler_options_accepted(options: tuple) -> bool:
 def inference_compiler_options(impl: str = "auto") -> dict | None:
     """``compiler_options`` for jitted inference (``fuse``, validation) with ``impl``:
     ``INFERENCE_COMPILER_OPTIONS`` on CPU with the fast forms, else None."""
-    if jax.default_backend() != "cpu" or resolve_impl(impl) != "fast":
+    if jax.default_backend() != "cpu" or resolve_impl(impl) != "fast" or not _compiler_options_accepted():
         return None
-    options = tuple(sorted(INFERENCE_COMPILER_OPTIONS.items()))
-    return dict(options) if _compiler_options_accepted(options) else None
+    return dict(INFERENCE_COMPILER_OPTIONS)
 
 
 def _is_big(kernel) -> bool:
