@@ -17,8 +17,8 @@ XLA's ops, which are as fast there and compile faster):
   of the channel-major padded input (XLA's is a conv with ``dY`` as kernel, at a third of its
   matmul rate, then a transpose), the input gradient XLA's. Tiny outputs
   (``TINY_MAX_POSITIONS``): forward and backward are single matmuls.
-* Stride-1 4x4 convs (the discriminators' 256 -> 512 layer): Winograd F(2x2, 4x4), forward
-  and backward: 25 multiply-adds per output tile and channel pair instead of 64.
+* Stride-1 4x4 convs (the discriminators' 256 -> 512 layer): Winograd F(4x4, 4x4), forward
+  and backward: 49 multiply-adds per 4x4 output tile and channel pair instead of 256.
 * Thin convs (at most ``THIN_MAX_COUT`` output channels, inputs of ``THIN_MIN_POSITIONS`` or
   more: the discriminators' last layer, the generator's output): one matmul over all taps
   forward, two backward, each reading the big input once (XLA's weight gradient there runs at
@@ -29,7 +29,7 @@ XLA's ops, which are as fast there and compile faster):
   ``MATMUL_MAX_POSITIONS`` positions compute all 16 taps as one batched matmul with the stored
   kernel as it is, backward too: XLA would otherwise write a transposed copy of the whole kernel
   (up to 1024x512x4x4) for the input gradient. Larger inputs are one 2x2 conv to ``4 Cout``
-  channels (all phases side by side) whose gradients are the strided-conv forms above.
+  channels (all phases side by side): XLA's conv forward, Winograd F(2x2, 2x2) gradients.
 
 The Winograd forms are used for float32 and float64 only; bfloat16 keeps the direct forms.
 """
@@ -171,7 +171,9 @@ def _conv_fast_bwd(stride, pad, res, dy):
     x, kernel = res
     padding = ((pad, pad), (pad, pad))
     if _is_space_to_depth(x, kernel, stride, pad):
-        return jax.vjp(lambda x, k: winograd.space_to_depth_conv(x, k, pad, SPACE_TO_DEPTH_TILE), x, kernel)[1](dy)
+        return jax.vjp(lambda x, k: winograd.space_to_depth_conv(x, k, pad, 2), x, kernel)[1](dy)
+    if _is_winograd_2x2(x, kernel, stride):
+        return jax.vjp(lambda x, k: winograd.conv_winograd(x, k, pad, 2), x, kernel)[1](dy)
     if not _is_big(kernel):
         return jax.vjp(lambda x, k: _xla_conv(x, k, stride, padding), x, kernel)[1](dy)
     b, h, w, cin = x.shape
@@ -243,8 +245,15 @@ _conv_thin.defvjp(_conv_thin_fwd, _conv_thin_bwd)
 # Output tile of the stride-1 4x4 Winograd convs: F(4x4, 4x4) (49 products per 16 outputs; F(2x2,
 # 4x4): 25 per 4). Measured at the paper's D layer (1x32x64x256 -> 512), fwd+bwd: 181 -> 116 ms.
 WINOGRAD_TILE = 4
-# The space-to-depth form of 4x4 stride-2 convs (a 2x2 stride-1 conv): F(2x2, 2x2).
-SPACE_TO_DEPTH_TILE = 2
+
+
+def _is_winograd_2x2(x, kernel, stride: int) -> bool:
+    """Stride-1 2x2 convs with big kernels (the upsampling's conv form) take F(2x2, 2x2) Winograd
+    gradients (their forward stays XLA's conv, which is as fast). Paper step: -120 to -185 ms.
+    F(4x4, 2x2) (25 products per 16 outputs) was faster standalone on large inputs but slower
+    in the step (docs/design.md)."""
+    return (stride == 1 and kernel.shape[:2] == (2, 2) and _is_big(kernel)
+            and x.dtype in winograd.DTYPES and kernel.dtype in winograd.DTYPES)
 
 
 def _is_winograd(x, kernel, stride: int) -> bool:
@@ -255,7 +264,7 @@ def _is_winograd(x, kernel, stride: int) -> bool:
 
 def _is_space_to_depth(x, kernel, stride: int, pad: int) -> bool:
     k = kernel.shape[0]
-    return (stride == 2 and kernel.shape[1] == k and k % 2 == 0 and (SPACE_TO_DEPTH_TILE, k // 2) in winograd.POINTS
+    return (stride == 2 and kernel.shape[1] == k and k % 2 == 0 and (2, k // 2) in winograd.POINTS
             and 4 * kernel.shape[2] * kernel.shape[3] >= MATMUL_MIN_CHANNELS
             and x.dtype in winograd.DTYPES and kernel.dtype in winograd.DTYPES
             and not _is_tiny(x, kernel, stride, pad))

@@ -11,9 +11,9 @@ of points and their float32 error):
 
 * F(4x4, 4x4), the discriminators' 256 -> 512 layer: 49 / 16 = 3.1 instead of 16;
 * F(2x2, 4x4): 25 / 4 = 6.25 (kept for tests and comparison);
-* F(2x2, 2x2), the 4x4 stride-2 convs written over their space-to-depth input (used for their
-  gradients; ``space_to_depth_conv``): 9 / 4 instead of 4. Its points 0, -1 and infinity make
-  every transform sums and differences.
+* F(2x2, 2x2), the gradients of the 4x4 stride-2 convs written over their space-to-depth input
+  (``space_to_depth_conv``) and of the decoder upsampling's 2x2 conv form: 9 / 4 instead of 4.
+  Its points 0, -1 and infinity make every transform sums and differences.
 
 bfloat16 keeps the direct forms. The gradients are Winograd forms too: ``dM = A dY A^T`` per
 tile, then the batched matmuls ``dV = dM G_k^T`` and ``dG_k = V^T dM``, then the adjoint

@@ -50,7 +50,8 @@ def _use_form(monkeypatch, form):
     for 4x4 stride 1); ``conv``: the 2x2-conv upsampling form and XLA's convs; ``thin``: the
     thin form for every conv; ``winograd``: Winograd for 4x4 stride 1, the space-to-depth
     Winograd gradients for 4x4 stride 2, per-tap weight gradients for the other kernels, and
-    the thin form where it is used (at most 4 output channels)."""
+    the thin form where it is used (at most 4 output channels), and the 2x2 Winograd gradients
+    of the upsampling's conv form."""
     monkeypatch.setattr(convs, "MATMUL_MAX_POSITIONS", 10**9 if form == "matmul" else 0)
     monkeypatch.setattr(convs, "TINY_MAX_POSITIONS", 10**9 if form == "matmul" else 0)
     monkeypatch.setattr(convs, "MATMUL_MIN_CHANNELS", 0 if form in ("matmul", "winograd") else 10**12)
