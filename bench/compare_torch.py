@@ -13,9 +13,9 @@ ours / torch (below 1: ours is faster). Our compile time is reported separately
 
 Workloads:
 
-* ``train_*``: one full training step (``patchfuse_jax.step.train_step``, jitted with the state
-  donated, as bench/train_step.py does) vs ``torch_nets.TorchTrainer.step`` (eager PyTorch, the
-  same networks, losses, update order and Adam settings). Paper model: num_downs=8, ngf=ndf=64,
+* ``train_*``: one full training step (``patchfuse_jax.step.train_step``, compiled as train.py
+  compiles it: ``Parallel.compile_step``, state donated) vs ``torch_nets.TorchTrainer.step``
+  (eager PyTorch, the same networks, losses, update order and Adam settings). Paper model: num_downs=8, ngf=ndf=64,
   batch 1; ``_ngf16``: ngf=ndf=16. ``demo`` is configs/demo.flags (num_downs=4, ngf=ndf=16,
   pix2pix70, 64x64 crops, batch 4).
 * ``eval_g_256x512``: generator inference on one 256x512 pair with the paper model: ours as
@@ -53,6 +53,7 @@ import numpy as np  # noqa: E402
 from patchfuse_jax.config import Config  # noqa: E402
 from patchfuse_jax.convs import inference_compiler_options  # noqa: E402
 from patchfuse_jax.inference import fuse, make_fuse_params  # noqa: E402
+from patchfuse_jax.parallel import Parallel  # noqa: E402
 from patchfuse_jax.state import create_train_state, param_count  # noqa: E402
 from patchfuse_jax.step import train_step  # noqa: E402
 
@@ -192,7 +193,7 @@ def bench_train(name: str, spec: dict, args) -> dict:
     batch = {"ir": jnp.asarray(ir), "vis": jnp.asarray(vis)}
     t_ir, t_vis = nchw(ir), nchw(vis)
 
-    step = jax.jit(functools.partial(train_step, cfg=cfg), donate_argnums=0)
+    step = Parallel(cfg).compile_step(cfg)  # as train.py compiles it
     t0 = time.perf_counter()
     compiled = step.lower(state, batch).compile()
     compile_s = time.perf_counter() - t0

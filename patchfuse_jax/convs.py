@@ -84,21 +84,26 @@ def resolve_impl(impl: str) -> str:
 
 
 @functools.cache
-def _compiler_options_accepted() -> bool:
-    """Whether this jaxlib knows ``INFERENCE_COMPILER_OPTIONS`` (experimental XLA flags)."""
+def _compiler_options_accepted(items: tuple) -> bool:
+    """Whether this jaxlib knows the options ``items`` (experimental XLA flags)."""
     try:
-        jax.jit(lambda x: x + 1).lower(jnp.zeros(2)).compile(compiler_options=INFERENCE_COMPILER_OPTIONS)
+        jax.jit(lambda x: x + 1).lower(jnp.zeros(2)).compile(compiler_options=dict(items))
         return True
     except Exception:  # noqa: BLE001  (an unknown option or value: compile without it)
         return False
 
 
+def cpu_compiler_options(options: dict) -> dict | None:
+    """``options`` (XLA:CPU flags) on the CPU backend if this jaxlib accepts them, else None."""
+    if jax.default_backend() != "cpu" or not _compiler_options_accepted(tuple(sorted(options.items()))):
+        return None
+    return dict(options)
+
+
 def inference_compiler_options(impl: str = "auto") -> dict | None:
     """``compiler_options`` for jitted inference (``fuse``, validation) with ``impl``:
     ``INFERENCE_COMPILER_OPTIONS`` on CPU with the fast forms, else None."""
-    if jax.default_backend() != "cpu" or resolve_impl(impl) != "fast" or not _compiler_options_accepted():
-        return None
-    return dict(INFERENCE_COMPILER_OPTIONS)
+    return cpu_compiler_options(INFERENCE_COMPILER_OPTIONS) if resolve_impl(impl) == "fast" else None
 
 
 def _is_big(kernel) -> bool:
