@@ -10,7 +10,8 @@ multiply-adds instead of r^2. ``POINTS`` lists the forms used (docs/design.md ha
 of points and their float32 error):
 
 * F(4x4, 4x4), the discriminators' 256 -> 512 layer: 49 / 16 = 3.1 instead of 16;
-* F(2x2, 4x4): 25 / 4 = 6.25 (kept for tests and comparison);
+* F(2x2, 4x4): 25 / 4 = 6.25 (8x8 stride-2 kernels through ``space_to_depth_conv``; none in
+  the shipped networks);
 * F(2x2, 2x2), the gradients of the 4x4 stride-2 convs written over their space-to-depth input
   (``space_to_depth_conv``) and of the decoder upsampling's 2x2 conv form: 9 / 4 instead of 4.
   Its points 0, -1 and infinity make every transform sums and differences.
@@ -23,6 +24,7 @@ where) on CPU.
 from __future__ import annotations
 
 import functools
+import math
 from fractions import Fraction
 
 import jax
@@ -54,20 +56,13 @@ def transforms(m: int, r: int):
     def vander(k):
         return [[p ** i for i in range(k)] for p in pts] + [[Fraction(int(i == k - 1)) for i in range(k)]]
 
-    f = [_prod(p - q for q in pts if q != p) for p in pts] + [Fraction(1)]
+    f = [math.prod(p - q for q in pts if q != p) for p in pts] + [Fraction(1)]
     vn_inv = _inverse(vander(n))
     at = [[row[i] for row in vander(m)] for i in range(m)]
     g = [[v / f[j] for v in row] for j, row in enumerate(vander(r))]
     bt = [[f[j] * vn_inv[i][j] for i in range(n)] for j in range(n)]
     as_float = lambda mat: tuple(tuple(float(v) for v in row) for row in mat)
     return as_float(at), as_float(g), as_float(bt)
-
-
-def _prod(values):
-    out = Fraction(1)
-    for v in values:
-        out *= v
-    return out
 
 
 def _inverse(a):
