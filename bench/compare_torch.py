@@ -15,9 +15,9 @@ Workloads:
 
 * ``train_*``: one full training step (``patchfuse_jax.step.train_step``, compiled as train.py
   compiles it: ``Parallel.compile_step``, state donated) vs ``torch_nets.TorchTrainer.step``
-  (eager PyTorch, the same networks, losses, update order and Adam settings). Paper model: num_downs=8, ngf=ndf=64,
-  batch 1; ``_ngf16``: ngf=ndf=16. ``demo`` is configs/demo.flags (num_downs=4, ngf=ndf=16,
-  pix2pix70, 64x64 crops, batch 4).
+  (eager PyTorch, the same networks, losses, update order and Adam settings). Paper model:
+  num_downs=8, ngf=ndf=64, batch 1; ``_ngf16``: ngf=ndf=16. ``demo`` is configs/demo.flags
+  (num_downs=4, ngf=ndf=16, pix2pix70, 64x64 crops, batch 4).
 * ``eval_g_256x512``: generator inference on one 256x512 pair with the paper model: ours as
   ``inference.fuse`` (numpy in/out, as a user calls it) and as the raw jitted
   ``Generator.apply(train=False)`` (compiled with the same ``inference_compiler_options``);

@@ -262,7 +262,8 @@ def _is_winograd_2x2(x, kernel, stride: int) -> bool:
 
 
 def _is_winograd(x, kernel, stride: int) -> bool:
-    """Stride-1 4x4 convs run as Winograd convs (2x2 ones measured no faster: docs/design.md)."""
+    """Stride-1 4x4 convs run as Winograd convs (a Winograd forward for 2x2 ones measured no
+    faster: docs/design.md; their gradients are ``_is_winograd_2x2``)."""
     return (stride == 1 and kernel.shape[:2] == (4, 4) and _is_big(kernel)
             and x.dtype in winograd.DTYPES and kernel.dtype in winograd.DTYPES)
 

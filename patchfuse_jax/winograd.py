@@ -58,7 +58,7 @@ def transforms(m: int, r: int):
 
     f = [math.prod(p - q for q in pts if q != p) for p in pts] + [Fraction(1)]
     vn_inv = _inverse(vander(n))
-    at = [[row[i] for row in vander(m)] for i in range(m)]
+    at = [list(col) for col in zip(*vander(m))]
     g = [[v / f[j] for v in row] for j, row in enumerate(vander(r))]
     bt = [[f[j] * vn_inv[i][j] for i in range(n)] for j in range(n)]
     as_float = lambda mat: tuple(tuple(float(v) for v in row) for row in mat)
@@ -131,14 +131,9 @@ def _input_transform_adjoint(dv, m: int, r: int, padded_hw):
     return fold([_lin(bt_t[i], du) for i in range(n)], 1, padded_hw[0])
 
 
-def _kernel_matrix(m: int, r: int, dtype):
-    """``G (x) G`` (n^2, r^2): row ``n a + b``, column ``r i + j``."""
-    g = transforms(m, r)[1]
-    return jnp.asarray([[ga[i] * gb[j] for i in range(r) for j in range(r)] for ga in g for gb in g], dtype)
-
-
 def _kron(mat, dtype):
-    """``mat (x) mat``: the 2-D form of a 1-D transform on row-major flattened tiles."""
+    """``mat (x) mat``: the 2-D form of a 1-D transform on row-major flattened tiles (for G:
+    ``(n^2, r^2)``, row ``n a + b``, column ``r i + j``)."""
     a = np.asarray(mat, np.float64)
     return jnp.asarray(np.kron(a, a), dtype)
 
@@ -172,7 +167,7 @@ def _conv_winograd_fwd(x, kernel, pad, m):
     r, _, cin, cout = kernel.shape
     (ho, wo), (th, tw), widths = _geometry(x.shape, m, r, pad)
     v = _input_transform(jnp.pad(x, widths), m, r, th, tw)                          # (n^2, T, Cin)
-    gk = (_kernel_matrix(m, r, kernel.dtype) @ kernel.reshape(r * r, -1)).reshape(-1, cin, cout)
+    gk = (_kron(transforms(m, r)[1], kernel.dtype) @ kernel.reshape(r * r, -1)).reshape(-1, cin, cout)
     y = _output_transform(jnp.einsum("tmc,tco->tmo", v, gk), m, r, x.shape[0], th, tw)[:, :ho, :wo]
     return y, (v, gk, x.shape, r)
 
@@ -185,7 +180,7 @@ def _conv_winograd_bwd(pad, m, res, dy):
     dgk = jnp.einsum("tmc,tmo->tco", v, dm)
     dv = jnp.einsum("tmo,tco->tmc", dm, gk).reshape(-1, b, th, tw, cin)
     dxp = _input_transform_adjoint(dv, m, r, (m * th + r - 1, m * tw + r - 1))
-    dk = (_kernel_matrix(m, r, dgk.dtype).T @ dgk.reshape(gk.shape[0], -1)).reshape(r, r, cin, -1)
+    dk = (_kron(transforms(m, r)[1], dgk.dtype).T @ dgk.reshape(gk.shape[0], -1)).reshape(r, r, cin, -1)
     return dxp[:, pad:pad + h, pad:pad + w], dk
 
 
