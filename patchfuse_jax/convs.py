@@ -12,10 +12,10 @@ XLA's ops, which are as fast there and compile faster):
 * Strided convs (encoder, discriminators): XLA's conv forward. Backward, for even kernels (4x4
   stride 2), the gradients of the same conv written as a 2x2 stride-1 Winograd conv of the
   2x2 space-to-depth input (``winograd.space_to_depth_conv``): 9 multiply-adds per 2x2
-  output tile and channel pair instead of 16. Other kernels: the weight gradient is one matmul
-  ``[X_00; X_01; ...] dY`` of the stacked stride-subsampled windows ``X_ij (Cin, B*Ho*Wo)``
-  of the channel-major padded input (XLA's is a conv with ``dY`` as kernel, at a third of its
-  matmul rate, then a transpose), the input gradient XLA's. Tiny outputs
+  output tile and channel pair instead of 16. Other kernels (``WEIGHT_GRAD_MIN_CHANNELS``):
+  the weight gradient is one matmul ``X_ij^T dY`` per tap of the tap's stride-subsampled
+  window ``X_ij (B*Ho*Wo, Cin)`` of the padded input (XLA's is a conv with ``dY`` as kernel, at
+  a third of the matmul rate), the input gradient XLA's. Tiny outputs
   (``TINY_MAX_POSITIONS``): forward and backward are single matmuls.
 * Stride-1 4x4 convs (the discriminators' 256 -> 512 layer): Winograd F(4x4, 4x4), forward
   and backward: 49 multiply-adds per 4x4 output tile and channel pair instead of 256.
@@ -54,6 +54,12 @@ MATMUL_MAX_POSITIONS = 256
 # Kernels with Cin * Cout at least this take the matmul forms (per-tap weight gradients, the
 # small-input upsampling); smaller ones keep XLA's ops, which are as fast there and compile faster.
 MATMUL_MIN_CHANNELS = 2 ** 14
+# Strided convs (other than the space-to-depth Winograd ones) with Cin * Cout at least this take
+# per-tap weight gradients (``_weight_grad``). XLA's, a conv with dY as the kernel, ran the
+# paper discriminators' 3x3 stride-2 64 -> 128 layer at ~30 GFLOP/s (37-42 ms standalone, 52-81
+# ms in the step; per tap: 19-22 ms). Paper step, 30 steps each alternating: 2828 -> 2724 ms
+# median, CPU time 5.34 -> 5.20 s (docs/design.md).
+WEIGHT_GRAD_MIN_CHANNELS = 2 ** 13
 # Strided convs with at most this many output positions (the innermost encoder levels) run as
 # one matmul forward and backward: XLA:CPU lowers them to slow generic convs and kernel reversals.
 TINY_MAX_POSITIONS = 64
@@ -120,15 +126,6 @@ def _taps(i: int, stride: int, n: int) -> slice:
     return slice(i, i + stride * (n - 1) + 1, stride)
 
 
-def _windows(xt, kh: int, kw: int, stride: int, out_hw):
-    """Channel-major windows: ``xt (C, B, Hp, Wp)`` -> ``[(C, B*Ho*Wo)]`` for every tap
-    ``(i, j)`` in row-major order; tap ``(i, j)`` reads ``xt[..., i + stride*q, j + stride*p]``."""
-    ho, wo = out_hw
-    c = xt.shape[0]
-    return [xt[:, :, _taps(i, stride, ho), _taps(j, stride, wo)].reshape(c, -1)
-            for i in range(kh) for j in range(kw)]
-
-
 def _at_tap(a, i: int, j: int, stride: int, hp: int, wp: int):
     """``a (..., Ho, Wo)`` placed where tap ``(i, j)`` reads a ``(hp, wp)`` padded input (rows
     ``i + stride q``, columns ``j + stride p``), zeros elsewhere: ``(..., hp, wp)``."""
@@ -138,11 +135,15 @@ def _at_tap(a, i: int, j: int, stride: int, hp: int, wp: int):
                                                (j, wp - j - stride * (wo - 1) - 1, stride - 1)))
 
 
-def _weight_grad(xt, dy, kh: int, kw: int, stride: int):
-    """``dW (kh, kw, Cin, Cout)`` of a valid conv of the channel-major padded input
-    ``xt (Cin, B, Hp, Wp)`` with output gradient ``dy (B, Ho, Wo, Cout)``."""
-    cols = jnp.concatenate(_windows(xt, kh, kw, stride, dy.shape[1:3]))  # (kh*kw*Cin, B*Ho*Wo)
-    return (cols @ dy.reshape(-1, dy.shape[-1])).reshape(kh, kw, xt.shape[0], dy.shape[-1])
+def _weight_grad(xp, dy, kh: int, kw: int, stride: int):
+    """``dW (kh, kw, Cin, Cout)`` of a valid conv of the padded input ``xp (B, Hp, Wp, Cin)``
+    with output gradient ``dy (B, Ho, Wo, Cout)``: per tap ``(i, j)`` one matmul
+    ``X_ij^T dY`` of the tap's strided window ``X_ij (B*Ho*Wo, Cin)``, read in NHWC (no
+    channel-major copy of the input, no stacked windows)."""
+    ho, wo = dy.shape[1:3]
+    d = dy.reshape(-1, dy.shape[-1])
+    return jnp.stack([xp[:, _taps(i, stride, ho), _taps(j, stride, wo)].reshape(-1, xp.shape[-1]).T @ d
+                      for i in range(kh) for j in range(kw)]).reshape(kh, kw, xp.shape[-1], -1)
 
 
 # --- Strided convs (the encoder and the discriminators) --------------------------------------
@@ -179,12 +180,12 @@ def _conv_fast_bwd(stride, pad, res, dy):
         return jax.vjp(lambda x, k: winograd.space_to_depth_conv(x, k, pad, 2), x, kernel)[1](dy)
     if _is_winograd_2x2(x, kernel, stride):
         return jax.vjp(lambda x, k: winograd.conv_winograd(x, k, pad, 2), x, kernel)[1](dy)
-    if not _is_big(kernel):
+    per_tap_grad = stride > 1 and kernel.shape[-2] * kernel.shape[-1] >= WEIGHT_GRAD_MIN_CHANNELS
+    if not _is_big(kernel) and not per_tap_grad:
         return jax.vjp(lambda x, k: _xla_conv(x, k, stride, padding), x, kernel)[1](dy)
     b, h, w, cin = x.shape
     kh, kw, _, cout = kernel.shape
-    xt = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0))).transpose(3, 0, 1, 2)
-    dk = _weight_grad(xt, dy, kh, kw, stride)
+    dk = _weight_grad(jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0))), dy, kh, kw, stride)
     if not _is_tiny(x, kernel, stride, pad):
         (dx,) = jax.vjp(lambda x: _xla_conv(x, kernel, stride, padding), x)[1](dy)
         return dx, dk

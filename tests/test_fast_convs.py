@@ -171,6 +171,20 @@ def test_winograd_forms_only_where_chosen():
     assert not convs._is_space_to_depth(x[:, :8, :8], w, 2, 1)  # tiny output: the matmul form
 
 
+@pytest.mark.parametrize("cin", [32, 64])
+def test_per_tap_weight_gradient_where_chosen(x64, cin):
+    """At the default thresholds a stride-2 conv with ``Cin * Cout >= WEIGHT_GRAD_MIN_CHANNELS``
+    (the paper discriminators' 3x3 64 -> 128 layer) takes per-tap weight gradients (one matmul
+    per tap), a smaller one XLA's conv gradients (no matmul); both equal XLA's."""
+    x, w = _rand(0, (1, 9, 8, cin)), _rand(1, (3, 3, cin, 128))
+    per_tap = cin * 128 >= convs.WEIGHT_GRAD_MIN_CHANNELS
+    assert per_tap == (cin == 64) and not convs._is_big(w)
+    fast = lambda x, w: convs.conv2d(x, w, 2, 1, "fast")
+    grads = jax.make_jaxpr(jax.grad(lambda x, w: jnp.sum(jnp.sin(fast(x, w))), (0, 1)))(x, w)
+    assert str(grads).count("dot_general") == (9 if per_tap else 0)
+    _check_same_function(fast, lambda x, w: convs.conv2d(x, w, 2, 1, "xla"), x, w)
+
+
 def test_conv_module_is_flax_conv():
     """Same parameter names, shapes, initial values and outputs as flax ``nn.Conv``."""
     x = jax.random.uniform(jax.random.key(0), (2, 9, 10, 3))
