@@ -52,13 +52,14 @@ CONV_IMPLS = ("auto", "xla", "fast")
 # as convs (measured, docs/design.md).
 MATMUL_MAX_POSITIONS = 256
 # Kernels with Cin * Cout at least this take the matmul forms (per-tap weight gradients, the
-# small-input upsampling); smaller ones keep XLA's ops, which are as fast there and compile faster.
+# small-input upsampling, tiny outputs); smaller ones keep XLA's ops, which are as fast there and
+# compile faster. Strided convs take per-tap weight gradients from WEIGHT_GRAD_MIN_CHANNELS.
 MATMUL_MIN_CHANNELS = 2 ** 14
 # Strided convs (other than the space-to-depth Winograd ones) with Cin * Cout at least this take
 # per-tap weight gradients (``_weight_grad``). XLA's, a conv with dY as the kernel, ran the
 # paper discriminators' 3x3 stride-2 64 -> 128 layer at ~30 GFLOP/s (37-42 ms standalone, 52-81
-# ms in the step; per tap: 19-22 ms). Paper step, 30 steps each alternating: 2828 -> 2724 ms
-# median, CPU time 5.34 -> 5.20 s (docs/design.md).
+# ms in the step; per tap: 19-22 ms). Paper step, one process, 30 steps per variant interleaved:
+# 2828 -> 2724 ms median, CPU time 5.34 -> 5.20 s (docs/design.md).
 WEIGHT_GRAD_MIN_CHANNELS = 2 ** 13
 # Strided convs with at most this many output positions (the innermost encoder levels) run as
 # one matmul forward and backward: XLA:CPU lowers them to slow generic convs and kernel reversals.
