@@ -8,10 +8,15 @@ import logging
 import signal
 import sys
 
-from absl import app, flags
+from patchfuse_jax import runtime
 
-from patchfuse_jax import config
-from patchfuse_jax.config import ConfigError, config_from_flags, define_flags
+if __name__ == "__main__":
+    runtime.use_huge_pages()  # re-executes this process once; before jax is imported
+
+from absl import app, flags  # noqa: E402
+
+from patchfuse_jax import config  # noqa: E402
+from patchfuse_jax.config import ConfigError, config_from_flags, define_flags  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Run folder: checkpoints, metrics.jsonl, samples/.", required=True)

@@ -46,6 +46,11 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from patchfuse_jax import runtime  # noqa: E402
+
+if __name__ == "__main__":
+    runtime.use_huge_pages()  # as train.py; PyTorch's allocations (glibc malloc too) get it as well
+
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
@@ -371,7 +376,8 @@ def main():
                           if ratios else None),
         "jax": jax.__version__, "jax_backend": jax.default_backend(), "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
-        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"), "cpu": cpu_name(), "cpu_count": os.cpu_count(),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),
+        "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""), "cpu": cpu_name(), "cpu_count": os.cpu_count(),
         "iters": args.iters, "warmup": args.warmup, "overrides": {k: str(v) for k, v in OVERRIDES.items()},
         "total_s": round(time.perf_counter() - t_start, 1),
     }

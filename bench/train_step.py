@@ -19,6 +19,11 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from patchfuse_jax import runtime  # noqa: E402
+
+if __name__ == "__main__":
+    runtime.use_huge_pages()  # as train.py: the step is timed as training runs it
+
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
@@ -86,6 +91,7 @@ def bench(name, args):
         "images_per_sec": round(par.global_batch / med, 3),
         "images_per_sec_per_device": round(par.global_batch / med / par.n_global, 3),
         "finite": bool(np.all(np.isfinite(np.asarray(par.metrics(m)["loss_g"])))),
+        "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
     }
 
 
