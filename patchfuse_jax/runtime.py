@@ -5,7 +5,7 @@ calls (``fuse``, ``train_step``) never change the process. Imports nothing heavy
 XLA:CPU allocates each executable's temporary buffer anew per call (505 MB for the paper's
 training step at 256x512) with ``posix_memalign``; glibc serves allocations that large with a
 fresh ``mmap`` and returns them with ``munmap``, so every step faulted in ~130,000 zeroed 4 KB
-pages: 0.46-0.52 s of kernel time per paper step (of ~5 s CPU), measured 2026-12-02. With the
+pages: 0.46-0.54 s of kernel time per paper step (of ~5 s CPU), measured 2026-12-02. With the
 glibc tunable ``glibc.malloc.hugetlb=1`` malloc asks for transparent huge pages on its mmapped
 chunks (``madvise(MADV_HUGEPAGE)``; the kernel's THP mode ``madvise``, as here): 2-5 thousand
 faults per step, kernel time ~0.1 s (docs/design.md). Tunables are read at process start only,
