@@ -5,10 +5,10 @@ calls (``fuse``, ``train_step``) never change the process. Imports nothing heavy
 XLA:CPU allocates each executable's temporary buffer anew per call (505 MB for the paper's
 training step at 256x512) with ``posix_memalign``; glibc serves allocations that large with a
 fresh ``mmap`` and returns them with ``munmap``, so every step faulted in ~130,000 zeroed 4 KB
-pages: 0.46-0.54 s of kernel time per paper step (of ~5 s CPU), measured 2026-12-02. With the
+pages: 0.46-0.55 s of kernel time per paper step (of ~5 s CPU), measured 2026-12-02. With the
 glibc tunable ``glibc.malloc.hugetlb=1`` malloc asks for transparent huge pages on its mmapped
-chunks (``madvise(MADV_HUGEPAGE)``; the kernel's THP mode ``madvise``, as here): 2-5 thousand
-faults per step, kernel time ~0.1 s (docs/design.md). Tunables are read at process start only,
+chunks (``madvise(MADV_HUGEPAGE)``; the kernel's THP mode ``madvise``, as here): 0.5-12
+thousand faults per step, kernel time 0.09-0.14 s (docs/design.md). Tunables are read at process start only,
 hence the re-execution. Numerics do not change.
 """
 from __future__ import annotations
@@ -37,10 +37,11 @@ def huge_pages_environment(environ: dict[str, str]) -> dict[str, str] | None:
 
 def use_huge_pages() -> None:
     """Re-execute this Python process (same interpreter, options and arguments) with
-    ``glibc.malloc.hugetlb=1`` unless ``GLIBC_TUNABLES`` already names it. Linux with glibc
-    only; elsewhere, and under ``python -c``, a no-op. Call it first thing in ``__main__``."""
+    ``glibc.malloc.hugetlb=1`` unless ``GLIBC_TUNABLES`` already names it. Only for a script or
+    ``-m`` module run on Linux with glibc; elsewhere (and under ``-c``, stdin, the REPL) a no-op.
+    Call it first thing in ``__main__``."""
     env = huge_pages_environment(dict(os.environ))
-    if env is None or not _glibc() or not sys.executable or not sys.orig_argv or "-c" in sys.orig_argv[1:2]:
+    if env is None or not _glibc() or not sys.executable or not os.path.isfile(sys.argv[0]):
         return
     sys.stdout.flush()
     sys.stderr.flush()

@@ -41,3 +41,7 @@ def test_use_huge_pages_reexecutes_once_with_the_same_arguments(tmp_path):
     out = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True,
                          check=True).stdout.splitlines()
     assert out[0] == "start" and json.loads(out[1]) == [[], "glibc.malloc.hugetlb=0"]
+    del env["GLIBC_TUNABLES"]  # no file to run again (python -u -c): no re-execution
+    out = subprocess.run([sys.executable, "-u", "-c", script.read_text()], env=env,
+                         capture_output=True, text=True, check=True).stdout.splitlines()
+    assert out[0] == "start" and json.loads(out[1]) == [[], None]
