@@ -26,6 +26,8 @@ flags.DEFINE_string("out_dir", None, "Folder for per_image.csv, summary.json, su
 flags.DEFINE_integer("workers", None, "Process-pool size (0 = serial; default: one per CPU, up to 8).")
 flags.DEFINE_bool("save_fused", False, "Write on-the-fly outputs (model, baselines) to OUT_DIR/fused/.")
 flags.DEFINE_bool("progress", True, "Show a progress bar.")
+flags.DEFINE_bool("mean_rank", True, "Add each method's mean rank over the metrics (summary.md column, "
+                  "summary.json 'mean_rank').")
 flags.mark_flags_as_required(["ir_dir", "vis_dir", "out_dir"])
 
 
@@ -40,7 +42,7 @@ def main(argv):
             FLAGS.ir_dir, FLAGS.vis_dir, FLAGS.out_dir, methods=FLAGS.method, split=FLAGS.split,
             checkpoint=FLAGS.checkpoint, checkpoint_name=FLAGS.checkpoint_name, baselines=FLAGS.baselines,
             metrics=FLAGS.metrics, workers=FLAGS.workers, progress=FLAGS.progress,
-            save_fused=FLAGS.save_fused)
+            save_fused=FLAGS.save_fused, mean_rank=FLAGS.mean_rank)
     except (*evaluation.ERRORS, OSError) as e:  # one line naming the file, never a traceback
         print(f"evaluate.py: error: {' '.join(str(e).split())}", file=sys.stderr)
         sys.exit(1)

@@ -40,7 +40,7 @@ GENERATOR_KEYS = ("num_downs", "ngf", "norm", "upsample", "input_skip", "output"
 #   train as one device with N*B.
 # Architecture keys (ARCHITECTURE_KEYS) are refused even with --allow_config_change.
 RESUME_SAFE_KEYS = ("num_steps", "log_every", "checkpoint_every", "sample_every", "keep_checkpoints",
-                    "eval_every", "eval_split", "conv_impl", "batch_size", "parallel",
+                    "eval_every", "eval_split", "selection", "conv_impl", "batch_size", "parallel",
                     "per_device_batch_size")
 HW_KEYS = ("crop_size", "synthetic_size")  # tuples (H, W); flags take "HxW"
 
@@ -94,6 +94,14 @@ class Config:
     mse_weight: float = _field(1.0, "Weight of L_mse in Eq. 6 (paper: 1).")
     detail_weight: float = _field(0.0, "Weight of a max-gradient detail term added to Eq. 6 "
                                        "(losses.detail_loss; not in the paper: 0).")
+    ir_intensity_weight: float = _field(0.0, "Weight of a W-weighted intensity term added to Eq. 6: "
+                                             "keep the IR intensity where the per-pixel W is high "
+                                             "(losses.ir_intensity_loss; not in the paper: 0).")
+    contrast_weight: float = _field(0.0, "Weight of a local-contrast term added to Eq. 6: the 7x7 "
+                                         "standard deviation of the stronger source "
+                                         "(losses.contrast_loss; not in the paper: 0).")
+    contrast_window: int = _field(7, "Window (pixels per side) of the local-contrast term's "
+                                      "standard deviations.")
     init: str = _field("flax", "flax (LeCun normal convs) | pix2pix (N(0, 0.02) convs, N(1, 0.02) "
                                "norm scales).")
     # Optimiser (the same Adam for all three networks).
@@ -121,6 +129,10 @@ class Config:
                                 "to WORKDIR/best.msgpack.")
     eval_split: str = _field("", "File of validation stems in --data_dir (e.g. "
                                  "splits/roadscene_val.txt).")
+    selection: str = _field("mean_rank", "Best-step criterion (validation.py): mean_rank (mean rank "
+                                         "over the 14 metrics among Average, Max, LP, GFF and the v1 "
+                                         "model) | wins_average (wins over Average on the 6 paper "
+                                         "metrics, then mean margin; before 2026-12-05).")
     # Parallelism (see docs/parallel.md).
     parallel: str = _field("none", "none | pmap (data-parallel over all devices).")
     per_device_batch_size: int = _field(0, "pmap: images per device; global batch = this x device "
@@ -156,6 +168,12 @@ class Config:
         need(self.ssim_weight >= 0 and self.mse_weight >= 0, "ssim_weight",
              "ssim_weight and mse_weight must be >= 0")
         need(self.detail_weight >= 0, "detail_weight", "must be >= 0")
+        need(self.ir_intensity_weight >= 0, "ir_intensity_weight", "must be >= 0")
+        need(self.contrast_weight >= 0, "contrast_weight", "must be >= 0")
+        need(2 <= self.contrast_window <= min(self.crop_size), "contrast_window",
+             "must be at least 2 and at most the crop size")
+        need(self.selection in ("mean_rank", "wins_average"), "selection",
+             "expected one of mean_rank, wins_average")
         need(self.eval_every >= 0, "eval_every", "must be >= 0")
         need(not (self.eval_every and not self.eval_split), "eval_every",
              "needs --eval_split (a file of validation stems in --data_dir)")

@@ -131,6 +131,19 @@ def rank_methods(means: Mapping[str, float], higher_is_better: bool = True, deci
     return {n: (order.index(shown[n]) + 1 if n in shown else None) for n in means}
 
 
+def mean_rank(means: Mapping[str, Mapping[str, float]], metrics: Sequence[str]) -> dict[str, float]:
+    """Mean over ``metrics`` of each method's :func:`rank_methods` rank among ``means``
+    (``{method: {metric: mean}}``); a metric a method has no finite mean for is left out of its
+    mean (NaN when none is left)."""
+    per: dict[str, list[int]] = {n: [] for n in means}
+    for k in metrics:
+        for n, r in rank_methods({n: means[n][k] for n in means},
+                                 metrics_mod.HIGHER_IS_BETTER.get(k, True)).items():
+            if r is not None:
+                per[n].append(r)
+    return {n: float(np.mean(v)) if v else math.nan for n, v in per.items()}
+
+
 def _resolve_methods(pairs, methods, checkpoint, checkpoint_name, baselines) -> list[Method]:
     out: list[Method] = []
     methods = [methods] if isinstance(methods, str) else methods
@@ -350,16 +363,25 @@ def _json_num(v):
     return v if not isinstance(v, float) or math.isfinite(v) else None
 
 
-def format_markdown(result: Result, summary: dict | None = None) -> str:
-    """The paper-style table: rows = methods, columns = metrics, means to 4 decimals, ranks marked."""
+def summary_mean_ranks(result: Result, summary: dict) -> dict[str, float]:
+    """Each method's mean rank over the evaluated metrics (:func:`mean_rank` of the means)."""
+    return mean_rank({m.name: {k: summary[m.name][k]["mean"] for k in result.metrics}
+                      for m in result.methods}, result.metrics)
+
+
+def format_markdown(result: Result, summary: dict | None = None, with_mean_rank: bool = True) -> str:
+    """The paper-style table: rows = methods, columns = metrics, means to 4 decimals, ranks marked;
+    ``with_mean_rank``: a last column with each method's mean rank over the metrics (1 = best)."""
     summary = summary if summary is not None else result.summary()
+    ranks = summary_mean_ranks(result, summary) if with_mean_rank else {}
+    best_rank = min((r for r in ranks.values() if math.isfinite(r)), default=math.nan)
     info = result.info
     lines = ["# Evaluation summary", "",
              f"{len(result.images)} image pairs (ir: `{info.get('ir_dir')}`, vis: `{info.get('vis_dir')}`"
              + (f", split: `{info['split']}`" if info.get("split") else "") + "). "
              "Mean per method; metrics on gray 0..255, higher is better.", "",
-             "| Method | " + " | ".join(result.metrics) + " |",
-             "|---|" + "---:|" * len(result.metrics)]
+             "| Method | " + " | ".join(result.metrics) + (" | mean rank" if ranks else "") + " |",
+             "|---|" + "---:|" * (len(result.metrics) + bool(ranks))]
     for m in result.methods:
         cells = []
         for k in result.metrics:
@@ -369,8 +391,14 @@ def format_markdown(result: Result, summary: dict | None = None) -> str:
                 continue
             pre, post = MARKS.get(s.get("rank") or 0, ("", ""))
             cells.append(f"{pre}{s['mean']:.4f}{post}")
+        if ranks:
+            r = ranks[m.name]
+            cells.append("n/a" if not math.isfinite(r) else (f"**{r:.2f}**" if r == best_rank else f"{r:.2f}"))
         lines.append(f"| {m.name} | " + " | ".join(cells) + " |")
     lines += ["", f"Marks per column: {MARK_LEGEND} (ties at 4 decimals share a mark)."]
+    if ranks:
+        lines += ["", f"Mean rank: the mean over the {len(result.metrics)} metrics of each method's rank "
+                  "among the methods above (1 = best; dense ranks of the means at 4 decimals); bold = best."]
     excl = [f"{k}: " + ", ".join(f"{m.name} {summary[m.name][k]['excluded']}/{len(result.images)}"
                                  for m in result.methods if summary[m.name][k]["excluded"])
             for k in result.metrics if any(summary[m.name][k]["excluded"] for m in result.methods)]
@@ -379,8 +407,10 @@ def format_markdown(result: Result, summary: dict | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_reports(result: Result, out_dir: str) -> dict[str, str]:
-    """Writes ``per_image.csv``, ``summary.json``, ``summary.md`` into ``out_dir``; returns their paths."""
+def write_reports(result: Result, out_dir: str, mean_rank: bool = True) -> dict[str, str]:
+    """Writes ``per_image.csv``, ``summary.json``, ``summary.md`` into ``out_dir``; returns their
+    paths. ``mean_rank``: add each method's mean rank over the metrics (a ``mean_rank`` key per
+    method in the JSON, a column in the table)."""
     os.makedirs(out_dir, exist_ok=True)
     summary = result.summary()
     paths = {k: os.path.join(out_dir, k) for k in ("per_image.csv", "summary.json", "summary.md")}
@@ -395,17 +425,19 @@ def write_reports(result: Result, out_dir: str) -> dict[str, str]:
            "higher_is_better": {k: metrics_mod.HIGHER_IS_BETTER.get(k, True) for k in result.metrics},
            "std": "population (ddof=0) over the finite values", "results":
            {n: {k: {f: _json_num(v) for f, v in s.items()} for k, s in d.items()} for n, d in summary.items()}}
+    if mean_rank:
+        doc["mean_rank"] = {n: _json_num(v) for n, v in summary_mean_ranks(result, summary).items()}
     with open(paths["summary.json"], "w", encoding="utf-8") as fh:
         json.dump(doc, fh, indent=2, allow_nan=False)
         fh.write("\n")
     with open(paths["summary.md"], "w", encoding="utf-8") as fh:
-        fh.write(format_markdown(result, summary))
+        fh.write(format_markdown(result, summary, with_mean_rank=mean_rank))
     return paths
 
 
-def run(ir_dir: str, vis_dir: str, out_dir: str, **kwargs) -> dict[str, str]:
+def run(ir_dir: str, vis_dir: str, out_dir: str, mean_rank: bool = True, **kwargs) -> dict[str, str]:
     """:func:`evaluate` then :func:`write_reports`; ``save_fused=True`` writes to ``out_dir/fused``."""
     prepare_out_dir(out_dir)  # a file or unwritable folder fails now, not after the metrics
     if kwargs.get("save_fused") is True:
         kwargs["save_fused"] = os.path.join(out_dir, "fused")
-    return write_reports(evaluate(ir_dir, vis_dir, **kwargs), out_dir)
+    return write_reports(evaluate(ir_dir, vis_dir, **kwargs), out_dir, mean_rank=mean_rank)

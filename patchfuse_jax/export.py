@@ -183,29 +183,40 @@ def read_export_metadata(path: str | os.PathLike) -> dict[str, Any]:
     return _metadata(_unpack(_read(path), path))
 
 
-def default_weights():
-    """The packaged default weights (an ``importlib.resources`` Traversable; may not exist)."""
+# Earlier shipped models, loadable by name (docs/MODEL.md): pretrained("v1").
+VERSIONS = {"v1": "weights/v1.msgpack"}
+
+
+def default_weights(version: str | None = None):
+    """The packaged default weights, or those of an earlier ``version`` (an
+    ``importlib.resources`` Traversable; may not exist)."""
     res = importlib.resources.files("patchfuse_jax")
-    for part in DEFAULT_WEIGHTS.split("/"):
+    for part in (VERSIONS[version] if version else DEFAULT_WEIGHTS).split("/"):
         res = res / part
     return res
 
 
 def pretrained(path: str | os.PathLike | None = None) -> FuseParams:
     """``FuseParams`` of the default weights shipped in the package
-    (``patchfuse_jax/weights/default.msgpack``), or of the exported file ``path``.
+    (``patchfuse_jax/weights/default.msgpack``), of an earlier shipped model by name
+    (``pretrained("v1")``: the model shipped until 2026-12-05, docs/MODEL.md), or of the exported
+    file ``path``.
 
     Works offline from an editable or a wheel install. Raises ``NoPretrainedWeights`` (a
-    CheckpointError) when this install ships no default weights."""
+    CheckpointError) when this install ships no such weights."""
+    version = None
     if path is not None:
-        return load_export(path)
-    res = default_weights()
+        if os.fspath(path) not in VERSIONS:
+            return load_export(path)
+        version = os.fspath(path)
+    res = default_weights(version)
+    name = f"patchfuse_jax/{VERSIONS[version] if version else DEFAULT_WEIGHTS}"
     if not res.is_file():
         raise NoPretrainedWeights(
-            f"no default weights are shipped in this install (patchfuse_jax/{DEFAULT_WEIGHTS} is "
-            "missing): train a model and use load_checkpoint(workdir), or pass "
-            "pretrained(path='model.msgpack') with a file made by `python -m patchfuse_jax export`")
-    return load_export_bytes(res.read_bytes(), f"patchfuse_jax/{DEFAULT_WEIGHTS}")
+            f"no such weights are shipped in this install ({name} is missing): train a model and "
+            "use load_checkpoint(workdir), or pass pretrained(path='model.msgpack') with a file "
+            "made by `python -m patchfuse_jax export`")
+    return load_export_bytes(res.read_bytes(), name)
 
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "NoPretrainedWeights", "default_weights", "export_bytes",

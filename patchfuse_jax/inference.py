@@ -226,7 +226,8 @@ def load_checkpoint(path: str | os.PathLike, step: int | None = None) -> FusePar
 
 def pretrained(path: str | os.PathLike | None = None) -> FuseParams:
     """The default weights shipped with the package (``patchfuse_jax/weights/default.msgpack``),
-    or the exported file ``path``. Raises CheckpointError when this install ships none."""
+    an earlier shipped model by name (``"v1"``), or the exported file ``path``. Raises
+    CheckpointError when this install ships none (:func:`patchfuse_jax.export.pretrained`)."""
     from patchfuse_jax.export import pretrained as _pretrained
     return _pretrained(path)
 

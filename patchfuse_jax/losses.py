@@ -63,11 +63,50 @@ def detail_loss(fused: jax.Array, ir: jax.Array, vis: jax.Array) -> jax.Array:
     return 0.5 * (terms[0] + terms[1])
 
 
+def local_std(x: jax.Array, size: int = 7) -> jax.Array:
+    """Standard deviation of ``(B, H, W, C)`` images over each ``size x size`` window (valid
+    positions): ``(B, H - size + 1, W - size + 1, C)``."""
+    def box(v):
+        return jax.lax.reduce_window(v, 0.0, jax.lax.add, (1, size, size, 1), (1, 1, 1, 1),
+                                     "VALID") / (size * size)
+    var = box(x * x) - box(x) ** 2
+    return jnp.sqrt(jnp.maximum(var, 0.0) + 1e-6)
+
+
+def contrast_loss(fused: jax.Array, ir: jax.Array, vis: jax.Array, size: int = 7) -> jax.Array:
+    """Not in the paper (``--contrast_weight``): the mean absolute difference between the fused
+    image's local contrast and the larger of the sources',
+
+    ``L_con = mean | sd_k(f) - max(sd_k(ir), sd_k(vis)) |``,
+
+    ``sd_k`` the standard deviation over ``size x size`` windows (``--contrast_window``, 7 by
+    default; larger windows ask for contrast between regions, e.g. a warm target against its
+    surroundings, rather than texture). The detail term asks for the stronger
+    source's pixel-to-pixel gradients; this asks for its contrast over a neighbourhood, which
+    Average fusion halves wherever the sources disagree."""
+    target = jnp.maximum(local_std(ir, size), local_std(vis, size))
+    return jnp.mean(jnp.abs(local_std(fused, size) - target))
+
+
+def ir_intensity_loss(fused: jax.Array, ir: jax.Array, w: jax.Array) -> jax.Array:
+    """Not in the paper (``--ir_intensity_weight``): W weighting a content term, so that the
+    fused image keeps the IR intensity where W is high,
+
+    ``L_int = sum(w |f - ir|) / sum(w)`` over the batch,
+
+    with ``w (B, H, W, 1)`` the per-pixel weight map (``weightmap.pixel_weight_map``). Elsewhere
+    (w = 0) the term is silent and Eq. 5 and the detail term decide. Normalised by the weight's
+    sum, so its scale does not depend on how much of the image is warm."""
+    return jnp.sum(w * jnp.abs(fused - ir)) / jnp.maximum(jnp.sum(w), 1e-6)
+
+
 def generator_loss(l_ssim, l_mse, adv_ir, adv_vis, *, gamma: float, lam: float,
                    ssim_weight: float = 1.0, mse_weight: float = 1.0, l_detail=0.0,
-                   detail_weight: float = 0.0) -> jax.Array:
+                   detail_weight: float = 0.0, l_int=0.0, int_weight: float = 0.0, l_con=0.0,
+                   con_weight: float = 0.0) -> jax.Array:
     """Eq. 6: ``L_G = L_ssim + L_mse + gamma * L_adv_ir + lambda * L_adv_vis``; the content
     terms may be weighted (``ssim_weight``, ``mse_weight``; the paper's weights are 1), and
-    ``detail_weight * l_detail`` added (0 in the paper)."""
+    ``detail_weight * l_detail``, ``int_weight * l_int`` and ``con_weight * l_con`` added (0 in
+    the paper)."""
     return (ssim_weight * l_ssim + mse_weight * l_mse + gamma * adv_ir + lam * adv_vis
-            + detail_weight * l_detail)
+            + detail_weight * l_detail + int_weight * l_int + con_weight * l_con)

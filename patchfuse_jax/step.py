@@ -10,7 +10,7 @@ from patchfuse_jax import losses
 from patchfuse_jax.config import Config
 from patchfuse_jax.models import receptive_field
 from patchfuse_jax.state import NetState, TrainState
-from patchfuse_jax.weightmap import ir_weight_map
+from patchfuse_jax.weightmap import ir_weight_map, pixel_weight_map
 
 
 def _apply_train(net: NetState, params, batch_stats, x):
@@ -85,9 +85,18 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, cfg: Config,
         l_detail = 0.0
         if cfg.detail_weight:
             l_detail = terms["l_detail"] = losses.detail_loss(f, ir, vis)
+        l_int = 0.0
+        if cfg.ir_intensity_weight:
+            w_pix = pixel_weight_map(ir, geom.size)
+            l_int = terms["l_int"] = losses.ir_intensity_loss(f, ir, w_pix)
+        l_con = 0.0
+        if cfg.contrast_weight:
+            l_con = terms["l_con"] = losses.contrast_loss(f, ir, vis, cfg.contrast_window)
         total = losses.generator_loss(l_ssim, l_mse, adv_ir, adv_vis, gamma=cfg.gamma, lam=cfg.lam,
                                       ssim_weight=cfg.ssim_weight, mse_weight=cfg.mse_weight,
-                                      l_detail=l_detail, detail_weight=cfg.detail_weight)
+                                      l_detail=l_detail, detail_weight=cfg.detail_weight,
+                                      l_int=l_int, int_weight=cfg.ir_intensity_weight,
+                                      l_con=l_con, con_weight=cfg.contrast_weight)
         return total, terms
 
     (loss_g, g_terms), d_fused = jax.value_and_grad(g_loss, has_aux=True)(fused)

@@ -30,7 +30,7 @@ from patchfuse_jax.inference import generator_fn, make_fuse_params
 from patchfuse_jax.models import receptive_field
 from patchfuse_jax.parallel import Parallel
 from patchfuse_jax.state import TrainState, create_train_state, param_count
-from patchfuse_jax.validation import Validator, selection_key
+from patchfuse_jax.validation import CRITERIA, Validator
 
 log = logging.getLogger("patchfuse_jax")
 
@@ -227,7 +227,7 @@ def train_and_evaluate(cfg: Config, workdir: str, *, show_progress: bool = True,
     samples = data.fixed_sample_batch(source, min(4, len(source)), cfg.crop_size)
     validator = None
     if cfg.eval_every and par.is_main:
-        validator = Validator(cfg.data_dir, cfg.eval_split)
+        validator = Validator(cfg.data_dir, cfg.eval_split, cfg.selection)
         log.info("validation: %d pairs of %s; Average fusion scores %s", len(validator),
                  cfg.eval_split, {k: round(v, 4) for k, v in validator.average.items()})
 
@@ -296,6 +296,10 @@ def train_and_evaluate(cfg: Config, workdir: str, *, show_progress: bool = True,
             log.warning("%s was selected on %s; starting a new best on --eval_split=%s", best_path,
                         best["eval_split"], cfg.eval_split)
             best = None
+        elif best.get("selection", "wins_average") != cfg.selection:
+            log.warning("%s was selected by --selection=%s; starting a new best by --selection=%s",
+                        best_path, best.get("selection", "wins_average"), cfg.selection)
+            best = None
 
     def run_eval():
         nonlocal best
@@ -309,11 +313,12 @@ def train_and_evaluate(cfg: Config, workdir: str, *, show_progress: bool = True,
                  {k: round(v, 4) for k, v in res.items()})
         with open(metrics_path, "a") as f:
             f.write(json.dumps({"step": step, **{f"val_{k}": v for k, v in res.items()}}) + "\n")
-        if best is None or selection_key(res) > selection_key(best["val"]):
+        if best is None or validator.key(res) > validator.key(best["val"]):
             export_generator(params, os.path.join(workdir, "best.msgpack"))
             best = {"step": step, "val": res, "average": validator.average,
                     "eval_split": cfg.eval_split,
-                    "criterion": "wins over Average fusion (of 6 paper metrics), then mean relative margin"}
+                    "selection": cfg.selection, "criterion": CRITERIA[cfg.selection],
+                    "panel": validator.panel}
             with open(best_path, "w") as f:
                 json.dump(best, f, indent=2)
 

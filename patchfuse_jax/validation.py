@@ -1,14 +1,22 @@
 """Evaluation during training: fuse the validation pairs, score them, pick the best checkpoint.
 
-``Validator(data_dir, split_file)`` reads the validation pairs once and scores Average fusion
-(``(ir + vis) / 2``) on them. ``validator.evaluate(params)`` fuses every pair with the current
-generator (eval mode, as ``fuse``), rounds to uint8 as an 8-bit PNG would, and computes the
-paper's six metrics (:data:`patchfuse_jax.metrics.PAPER_METRICS`, higher is better for all) as
-means over the pairs, exactly as ``evaluate.py`` does.
+``Validator(data_dir, split_file)`` reads the validation pairs once and scores a reference panel
+on them. ``validator.evaluate(params)`` fuses every pair with the current generator (eval mode,
+as ``fuse``), rounds to uint8 as an 8-bit PNG would, and computes the 14 metrics of
+:data:`patchfuse_jax.metrics.DEFAULT_METRICS` (higher is better for all) as means over the pairs,
+exactly as ``evaluate.py`` does.
 
-Selection criterion (``selection_key``; docs/RESULTS.md): first the number of the six metrics on
-which the model is at least as good as Average fusion on the same pairs ("wins", 0..6), then
-the mean relative margin ``mean_m (model_m - average_m) / |average_m|``. Larger is better.
+Two selection criteria (``--selection``; docs/RESULTS.md):
+
+* ``mean_rank`` (default since 2026-12-05): the model's mean rank over the 14 metrics among
+  itself and the panel Average, Max, LP, GFF (:mod:`patchfuse_jax.baselines`) and the ``v1``
+  model (``pretrained("v1")``); per metric a dense rank of the means at 4 decimals
+  (:func:`patchfuse_jax.evaluation.rank_methods`, as ``evaluate.py``'s tables). Smaller is better;
+  ties broken by ``wins``, then ``margin``.
+* ``wins_average`` (before): the number of the six paper metrics on which the model is at least
+  as good as Average fusion ("wins", 0..6), then the mean relative margin
+  ``mean_m (model_m - average_m) / |average_m|``. Average maximises PSNR, SSIM_a and CC by
+  construction, so this criterion rewards staying at the average.
 """
 from __future__ import annotations
 
@@ -16,30 +24,57 @@ import numpy as np
 
 from patchfuse_jax import baselines, data, io
 from patchfuse_jax import metrics as metrics_mod
-from patchfuse_jax.evaluation import quantize
+from patchfuse_jax.evaluation import mean_rank, quantize
 
-METRICS = metrics_mod.PAPER_METRICS
+PAPER = metrics_mod.PAPER_METRICS
+METRICS = metrics_mod.DEFAULT_METRICS
+SELECTIONS = ("mean_rank", "wins_average")
+PANEL_MODEL = "v1"  # the panel's learnt member: pretrained("v1"), fixed so selections stay comparable
 
 
-def summarize(means: dict[str, float], reference: dict[str, float]) -> dict[str, float]:
-    """Adds ``wins`` (metrics >= reference) and ``margin`` (mean relative difference). A metric
-    that is undefined (NaN) for either counts as no win and is left out of the margin."""
-    wins = sum(bool(means[m] >= reference[m]) for m in METRICS)
-    rel = [(means[m] - reference[m]) / max(abs(reference[m]), 1e-12) for m in METRICS]
+def summarize(means: dict[str, float], reference: dict[str, float],
+              panel: dict[str, dict[str, float]] | None = None) -> dict[str, float]:
+    """Adds ``wins`` (paper metrics >= reference) and ``margin`` (mean relative difference), and
+    with a ``panel`` (``{method: means}``) ``mean_rank`` of the model among it over the metrics
+    both have. A metric that is undefined (NaN) for either counts as no win and is left out of the
+    margin."""
+    wins = sum(bool(means[m] >= reference[m]) for m in PAPER)
+    rel = [(means[m] - reference[m]) / max(abs(reference[m]), 1e-12) for m in PAPER]
     rel = [r for r in rel if np.isfinite(r)]
     margin = float(np.mean(rel)) if rel else float("-inf")
-    return {**means, "wins": int(wins), "margin": margin}
+    out = {**means, "wins": int(wins), "margin": margin}
+    if panel is not None:
+        names = [m for m in METRICS if m in means]
+        out["mean_rank"] = mean_rank({**panel, "model": means}, names)["model"]
+    return out
 
 
-def selection_key(summary: dict[str, float]) -> tuple[float, float]:
-    """Sort key of the best-checkpoint criterion (larger is better)."""
-    return (summary["wins"], summary["margin"])
+def selection_key(summary: dict[str, float], selection: str = "mean_rank") -> tuple[float, ...]:
+    """Sort key of the best-checkpoint criterion ``selection`` (larger is better)."""
+    if selection == "mean_rank":
+        return (-summary.get("mean_rank", float("inf")), summary["wins"], summary["margin"])
+    if selection == "wins_average":
+        return (summary["wins"], summary["margin"])
+    raise ValueError(f"--selection={selection!r}: expected one of {', '.join(SELECTIONS)}")
+
+
+CRITERIA = {
+    "mean_rank": "mean rank over the 14 metrics among Average, Max, LP, GFF and pretrained('v1') "
+                 "(smaller is better), then wins over Average, then mean relative margin",
+    "wins_average": "wins over Average fusion (of 6 paper metrics), then mean relative margin",
+}
 
 
 class Validator:
-    """Validation pairs of ``data_dir`` listed in ``split_file``, with Average fusion's scores."""
+    """Validation pairs of ``data_dir`` listed in ``split_file``, with the panel's scores:
+    ``average`` (Average fusion, paper metrics) and ``panel`` (``{method: 14 means}``;
+    only with ``selection="mean_rank"``)."""
 
-    def __init__(self, data_dir: str, split_file: str):
+    def __init__(self, data_dir: str, split_file: str, selection: str = "mean_rank"):
+        if selection not in SELECTIONS:
+            raise ValueError(f"--selection={selection!r}: expected one of {', '.join(SELECTIONS)}")
+        self.selection = selection
+        self.metrics = METRICS if selection == "mean_rank" else PAPER
         folder = data.PairFolder(data_dir, stems=data.read_split(split_file))
         self.pairs = []  # (stem, ir gray uint8/16, vis as read, metric inputs a, b)
         for i in range(len(folder)):
@@ -53,21 +88,35 @@ class Validator:
             if a.shape != b.shape:
                 raise data.DataError(f"{ir_path} is {a.shape} but {vis_path} is {b.shape} (H x W)")
             self.pairs.append((folder.name(i), ir, vis, a, b))
-        avg = [quantize(baselines.BASELINES["Average"](a / 255.0, b / 255.0)) for *_, a, b in self.pairs]
-        self.average = self._score(avg)
+        self.panel: dict[str, dict[str, float]] | None = None
+        if selection == "mean_rank":
+            from patchfuse_jax.export import pretrained  # lazy: JAX
+            self.panel = {name: self._score([quantize(fn(a / 255.0, b / 255.0)) for *_, a, b in self.pairs])
+                          for name, fn in baselines.BASELINES.items()}
+            self.panel[PANEL_MODEL] = self._score(self._fuse(pretrained(PANEL_MODEL)))
+            self.average = {m: self.panel["Average"][m] for m in PAPER}
+        else:
+            self.average = self._score([quantize(baselines.average(a / 255.0, b / 255.0))
+                                        for *_, a, b in self.pairs])
 
     def __len__(self) -> int:
         return len(self.pairs)
 
     def _score(self, fused: list[np.ndarray]) -> dict[str, float]:
-        per = [metrics_mod.compute(a, b, metrics_mod.as_metric_input(f), METRICS, label=stem, warn=False)
+        per = [metrics_mod.compute(a, b, metrics_mod.as_metric_input(f), self.metrics, label=stem, warn=False)
                for (stem, _, _, a, b), f in zip(self.pairs, fused)]
-        return {m: float(np.mean([p[m] for p in per])) for m in METRICS}
+        return {m: float(np.mean([p[m] for p in per])) for m in self.metrics}
 
-    def evaluate(self, params, bn: str | None = None) -> dict[str, float]:
-        """Means of the six metrics for ``params`` (FuseParams), plus ``wins`` and ``margin``;
-        ``bn``: BatchNorm mode of ``fuse`` (default: fuse's default)."""
+    def _fuse(self, params, bn: str | None = None) -> list[np.ndarray]:
         from patchfuse_jax.inference import DEFAULT_BN, fuse  # lazy: JAX
         bn = bn or DEFAULT_BN
-        fused = [quantize(fuse(params, ir, vis, bn=bn)) for _, ir, vis, _, _ in self.pairs]
-        return summarize(self._score(fused), self.average)
+        return [quantize(fuse(params, ir, vis, bn=bn)) for _, ir, vis, _, _ in self.pairs]
+
+    def evaluate(self, params, bn: str | None = None) -> dict[str, float]:
+        """Means of the metrics for ``params`` (FuseParams), plus ``wins``, ``margin`` and (with
+        ``selection="mean_rank"``) ``mean_rank``; ``bn``: BatchNorm mode of ``fuse`` (default:
+        fuse's default)."""
+        return summarize(self._score(self._fuse(params, bn)), self.average, self.panel)
+
+    def key(self, summary: dict[str, float]) -> tuple[float, ...]:
+        return selection_key(summary, self.selection)

@@ -67,3 +67,28 @@ def ir_weight_map(ir: jax.Array, out_hw: tuple[int, int], geom: PatchGeometry,
     if scale == "mean1":
         x = x / (jnp.mean(x, axis=(1, 2), keepdims=True) + 1e-6)
     return lax.stop_gradient(x)
+
+
+def pixel_weight_map(ir: jax.Array, size: int) -> jax.Array:
+    """The paper's W carried to every pixel, for the W-weighted intensity term (not in the paper;
+    ``--ir_intensity_weight``, docs/design.md): ``ir (B, H, W, 1)`` in [0, 1] -> ``(B, H, W, 1)``
+    in [0, 1].
+
+    Each pixel takes the mean IR intensity of the ``size x size`` window centred on it (the
+    average pooling of D_ir's patches, at stride 1; pixels outside the image not counted), then
+    is stretched per image to its *relative warmth*
+    ``clip((p - mean(p)) / (max(p) - mean(p)), 0, 1)``: 0 for patches no warmer than the image's
+    mean, 1 at its warmest patch. The raw pooled intensity is not selective (RoadScene's IR is
+    mid-grey almost everywhere); the stretch keeps W's ordering and puts its weight on the warm
+    targets the paper has W emphasise."""
+    x = ir.astype(jnp.float32)
+    lo, hi = (size - 1) // 2, size // 2
+    window, pad = (1, size, size, 1), ((0, 0), (lo, hi), (lo, hi), (0, 0))
+    total = lax.reduce_window(x, 0.0, lax.add, window, (1, 1, 1, 1), pad)
+    # Pixels inside the image per window: static, so numpy (XLA would constant-fold it slowly).
+    rows, cols = (np.minimum(np.arange(n) + hi, n - 1) - np.maximum(np.arange(n) - lo, 0) + 1
+                  for n in x.shape[1:3])
+    p = total / np.outer(rows, cols).astype(np.float32)[None, :, :, None]
+    mean = jnp.mean(p, axis=(1, 2, 3), keepdims=True)
+    top = jnp.max(p, axis=(1, 2, 3), keepdims=True)
+    return lax.stop_gradient(jnp.clip((p - mean) / jnp.maximum(top - mean, 1e-6), 0.0, 1.0))

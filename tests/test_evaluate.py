@@ -144,6 +144,13 @@ def test_rank_methods():
     assert r == {"A": 2, "B": 1, "C": 1, "D": None, "E": 3}     # ties at 4 decimals share a rank
 
 
+def test_mean_rank_by_hand():
+    means = {"A": {"x": 1.0, "y": 5.0, "z": math.nan}, "B": {"x": 2.0, "y": 4.0, "z": 1.0},
+             "C": {"x": 3.0, "y": 4.0, "z": 2.0}}
+    # x: C1 B2 A3; y: A1 B2 C2 (tie); z: C1 B2 (A undefined, left out of its mean)
+    assert E.mean_rank(means, ["x", "y", "z"]) == {"A": 2.0, "B": 2.0, "C": pytest.approx(4 / 3)}
+
+
 # ----------------------------------------------------------------------------- error cases
 def _eval(d, **kw):
     kw.setdefault("workers", 0)
@@ -237,6 +244,16 @@ def test_end_to_end_reports_and_marks(tmp_path, fake_metrics):
     # The IR-closest method on IRfit: Max keeps the IR where it is brighter; LP/GFF keep IR details.
     assert "Excluded from the means" in md and "Spread: Bright 3/3, Dark 3/3" in md
     assert "**bold** = best, _italic_ = second, † = third" in md
+    # Mean rank: the mean of the per-column ranks (undefined columns left out), one column.
+    for m in methods:
+        ranks = [s["results"][m][k]["rank"] for k in s["metrics"] if s["results"][m][k]["rank"]]
+        assert s["mean_rank"][m] == pytest.approx(np.mean(ranks))
+        assert table[m][-1].strip("*") == f"{np.mean(ranks):.2f}"
+    assert len(table["Bright"]) == 4 and "Mean rank: the mean over the 3 metrics" in md
+    paths = E.run(d["ir"], d["vis"], str(tmp_path / "out2"), methods={"Bright": d["Bright"]},
+                  workers=0, progress=False, mean_rank=False)
+    assert "mean_rank" not in json.load(open(paths["summary.json"]))
+    assert "mean rank" not in open(paths["summary.md"]).read()
 
 
 @pytest.mark.filterwarnings("ignore::patchfuse_jax.metrics.MetricWarning")

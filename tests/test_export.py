@@ -237,8 +237,8 @@ def test_bad_export_files_have_clear_errors(workdir, tmp_path):
 # --- pretrained() ---------------------------------------------------------------------------------
 
 def test_pretrained_without_shipped_weights(monkeypatch, tmp_path):
-    monkeypatch.setattr(export, "default_weights", lambda: tmp_path / "weights" / "default.msgpack")
-    with pytest.raises(CheckpointError, match="no default weights are shipped in this install"):
+    monkeypatch.setattr(export, "default_weights", lambda v=None: tmp_path / "weights" / "default.msgpack")
+    with pytest.raises(CheckpointError, match="no such weights are shipped in this install"):
         pretrained()
 
 
@@ -248,7 +248,7 @@ def test_pretrained_reads_the_package_resource(monkeypatch, workdir, tmp_path):
                                                                "default.msgpack"))
     res = tmp_path / "weights" / "default.msgpack"
     export_generator(workdir, res)
-    monkeypatch.setattr(export, "default_weights", lambda: res)
+    monkeypatch.setattr(export, "default_weights", lambda v=None: res)
     params = pretrained()
     assert params.step == 5 and params.arch_dict["ngf"] == 8
 
@@ -300,3 +300,14 @@ def test_python_m_patchfuse_jax(workdir, tmp_path):
     assert r.returncode == 1 and not (tmp_path / "x.msgpack").exists()
     assert r.stderr.count("\n") == 1 and r.stderr.startswith("patchfuse export: error: "), r.stderr
     assert "no checkpoint for step 4" in r.stderr
+
+
+def test_pretrained_v1_is_the_earlier_shipped_model():
+    from patchfuse_jax.export import default_weights, pretrained
+    if not default_weights("v1").is_file():
+        pytest.skip("this install ships no v1 weights")
+    v1 = pretrained("v1")
+    assert v1.step == 750 and v1.config.get("detail_weight") == 45  # trial F2, docs/MODEL.md
+    ir, vis = np.random.default_rng(3).random((2, 48, 64)).astype(np.float32)
+    out = fuse(v1, ir, vis)
+    assert out.shape == (48, 64) and np.isfinite(out).all()

@@ -103,3 +103,43 @@ def test_detail_loss_is_zero_for_the_stronger_source_and_positive_for_average():
     flat = jnp.full_like(ir, 0.5)
     assert float(losses.detail_loss(ir, ir, flat)) == 0.0
     assert float(losses.detail_loss(0.5 * (ir + flat), ir, flat)) > 0.05
+
+
+def _np_local_std(x, size):
+    h, w = x.shape
+    out = np.zeros((h - size + 1, w - size + 1))
+    for i in range(out.shape[0]):
+        for j in range(out.shape[1]):
+            out[i, j] = x[i:i + size, j:j + size].std()
+    return out
+
+
+def test_contrast_loss_against_numpy():
+    f, a, b = (RNG.random((2, 12, 14, 1)) for _ in range(3))
+    want = np.mean([np.abs(_np_local_std(f[k, ..., 0], 7)
+                           - np.maximum(_np_local_std(a[k, ..., 0], 7), _np_local_std(b[k, ..., 0], 7)))
+                    for k in range(2)])
+    got = losses.contrast_loss(*(jnp.asarray(x, jnp.float32) for x in (f, a, b)))
+    np.testing.assert_allclose(float(got), want, atol=2e-5)  # float32 box sums; sqrt(var + 1e-6)
+
+
+def test_contrast_loss_is_zero_at_the_stronger_source_and_not_at_the_average():
+    a = RNG.random((1, 16, 16, 1))
+    b = 0.2 * RNG.random((1, 16, 16, 1))  # flatter everywhere: a is the stronger source
+    to = lambda x: jnp.asarray(x, jnp.float32)  # noqa: E731
+    assert float(losses.contrast_loss(to(a), to(a), to(b))) < 1e-4
+    assert float(losses.contrast_loss(to((a + b) / 2), to(a), to(b))) > 0.05
+
+
+def test_ir_intensity_loss_weights_the_warm_pixels():
+    f, ir = RNG.random((2, 8, 9, 1)), RNG.random((2, 8, 9, 1))
+    w = RNG.random((2, 8, 9, 1))
+    want = np.sum(w * np.abs(f - ir)) / np.sum(w)
+    got = losses.ir_intensity_loss(jnp.asarray(f), jnp.asarray(ir), jnp.asarray(w))
+    np.testing.assert_allclose(float(got), want, rtol=1e-6)
+    # Where w is zero the fused value does not matter; where it is one, f must equal ir.
+    w = np.zeros_like(w)
+    w[:, :4] = 1.0
+    g = f.copy()
+    g[:, :4] = ir[:, :4]
+    assert float(losses.ir_intensity_loss(jnp.asarray(g), jnp.asarray(ir), jnp.asarray(w))) == 0.0

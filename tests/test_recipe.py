@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from patchfuse_jax import io, losses, trainer
+from patchfuse_jax import io, losses, metrics, trainer
 from patchfuse_jax.config import Config, ConfigError
 from patchfuse_jax.inference import fuse, make_fuse_params
 from patchfuse_jax.state import create_train_state, learning_rate_schedule, make_models
@@ -37,7 +37,28 @@ def test_selection_counts_wins_then_margin():
     worse = summarize({**ref, "SCD": 2.0, "PSNR": 15.0, "CC": 0.9}, ref)  # 4 wins, larger margin
     assert better["wins"] == 5 and worse["wins"] == 4
     assert worse["margin"] > better["margin"]
-    assert selection_key(better) > selection_key(worse)
+    assert selection_key(better, "wins_average") > selection_key(worse, "wins_average")
+
+
+def test_mean_rank_selection_against_hand_ranks():
+    names = list(metrics.DEFAULT_METRICS)
+    panel = {"A": {m: 1.0 for m in names}, "B": {m: 2.0 for m in names}}
+    # The model is best on the first 7 metrics and last on the other 7 (dense ranks 1 and 3).
+    model = {m: (3.0 if i < 7 else 0.5) for i, m in enumerate(names)}
+    s = summarize(model, {m: 1.0 for m in metrics.PAPER_METRICS}, panel)
+    assert s["mean_rank"] == pytest.approx((7 * 1 + 7 * 3) / 14)
+    tie = summarize({m: 2.0 for m in names}, {m: 1.0 for m in metrics.PAPER_METRICS}, panel)
+    assert tie["mean_rank"] == 1.0  # ties at 4 decimals share the rank
+    assert selection_key(tie) > selection_key(s)  # smaller mean rank wins ...
+    assert selection_key(s, "wins_average") > selection_key(tie, "wins_average") or \
+        s["wins"] == tie["wins"]  # ... whatever the old criterion says
+    with pytest.raises(ValueError, match="--selection"):
+        selection_key(s, "best")
+
+
+def test_config_rejects_unknown_selection():
+    with pytest.raises(ConfigError, match="--selection"):
+        Config(selection="psnr")
 
 
 def test_validator_scores_average_fusion_as_evaluate_does(tmp_path):
@@ -69,12 +90,34 @@ def test_training_evaluates_and_exports_the_best_step(tmp_path):
     evals = [r for r in rows if "val_wins" in r]
     assert [r["step"] for r in evals] == [2, 4, 5]  # every 2 steps and at the end
     best = json.load(open(os.path.join(wd, "best.json")))
-    chosen = max(evals, key=lambda r: (r["val_wins"], r["val_margin"]))
-    assert best["step"] == chosen["step"]
+    chosen = min(evals, key=lambda r: (r["val_mean_rank"], -r["val_wins"], -r["val_margin"]))
+    assert best["step"] == chosen["step"] and best["selection"] == "mean_rank"
+    assert set(best["panel"]) == {"Average", "Max", "LP", "GFF", "v1"}
+    assert all(len(v) == 14 for v in best["panel"].values())
     params = load_export(os.path.join(wd, "best.msgpack"))
     assert params.step == best["step"]
     out = fuse(params, *synthetic_pair(7, 2, (40, 48)))
     assert out.shape == (40, 48) and np.isfinite(out).all()
+
+
+def test_old_criterion_still_selects_and_a_changed_one_restarts_the_best(tmp_path, caplog):
+    root = _pair_folder(str(tmp_path / "d"))
+    wd = str(tmp_path / "run")
+    base = {**TINY, "data_dir": root, "train_split": os.path.join(root, "train.txt"),
+            "eval_split": os.path.join(root, "val.txt"), "eval_every": 2, "num_steps": 4,
+            "selection": "wins_average"}
+    trainer.train_and_evaluate(Config(**base), wd, show_progress=False)
+    rows = [json.loads(x) for x in open(os.path.join(wd, "metrics.jsonl"))]
+    evals = [r for r in rows if "val_wins" in r]
+    assert all("val_mean_rank" not in r and "val_EN" not in r for r in evals)  # six metrics only
+    best = json.load(open(os.path.join(wd, "best.json")))
+    assert best["selection"] == "wins_average" and best["panel"] is None
+    assert best["step"] == max(evals, key=lambda r: (r["val_wins"], r["val_margin"]))["step"]
+    trainer.train_and_evaluate(Config(**{**base, "num_steps": 6, "selection": "mean_rank"}), wd,
+                               show_progress=False)
+    assert "starting a new best by --selection=mean_rank" in caplog.text
+    best = json.load(open(os.path.join(wd, "best.json")))
+    assert best["selection"] == "mean_rank" and best["step"] == 6
 
 
 def test_eval_every_needs_a_split():

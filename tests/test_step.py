@@ -76,16 +76,19 @@ def test_weight_modes_change_only_their_terms(cfg, mode):
     assert float(m["loss_d_vis"]) == pytest.approx(float(m0["loss_d_vis"]), rel=1e-5)
 
 
-def test_detail_weight_adds_its_term_to_the_generator_loss(cfg):
-    """--detail_weight=w: metrics gain l_detail and loss_g grows by exactly w * l_detail (same
-    initial state and batch; the discriminator updates do not depend on it)."""
+@pytest.mark.parametrize("flag,term", [("detail_weight", "l_detail"), ("ir_intensity_weight", "l_int"),
+                                       ("contrast_weight", "l_con")])
+def test_extra_weights_add_their_term_to_the_generator_loss(cfg, flag, term):
+    """--detail_weight / --ir_intensity_weight / --contrast_weight = w: metrics gain the term and
+    loss_g grows by exactly w * term (same initial state and batch; the discriminator updates do
+    not depend on it)."""
     import dataclasses
-    c = dataclasses.replace(cfg, detail_weight=3.0)
+    c = dataclasses.replace(cfg, **{flag: 3.0}, contrast_window=5)
     _, m = jax.jit(functools.partial(train_step, cfg=c))(create_train_state(c), _batch(c, 0))
     _, m0 = jax.jit(functools.partial(train_step, cfg=cfg))(create_train_state(cfg), _batch(cfg, 0))
-    assert set(m) == EXPECTED | {"l_detail"} and float(m["l_detail"]) > 0
+    assert set(m) == EXPECTED | {term} and float(m[term]) > 0
     assert float(m["loss_d_ir"]) == pytest.approx(float(m0["loss_d_ir"]), rel=1e-6)
-    assert float(m["loss_g"]) == pytest.approx(float(m0["loss_g"]) + 3.0 * float(m["l_detail"]), rel=1e-5)
+    assert float(m["loss_g"]) == pytest.approx(float(m0["loss_g"]) + 3.0 * float(m[term]), rel=1e-5)
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="XLA:CPU compiler options")

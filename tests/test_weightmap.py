@@ -55,3 +55,25 @@ def test_bad_pooling_names_the_flag():
     geom = receptive_field(DISCRIMINATOR_PRESETS["pix2pix70"])
     with pytest.raises(ValueError, match="weight_pooling"):
         ir_weight_map(jnp.zeros((1, 64, 64, 1)), (6, 6), geom, "median")
+
+
+def test_pixel_weight_map_against_numpy():
+    from scipy import ndimage
+
+    from patchfuse_jax.weightmap import pixel_weight_map
+    x = np.random.default_rng(1).random((2, 20, 30, 1)).astype(np.float32)
+    got = np.asarray(pixel_weight_map(jnp.asarray(x), 7))[..., 0]
+    for k in range(2):  # window mean over the pixels inside the image, then relative warmth
+        s = (ndimage.uniform_filter(x[k, ..., 0].astype(np.float64), 7, mode="constant")
+             / ndimage.uniform_filter(np.ones((20, 30)), 7, mode="constant"))
+        want = np.clip((s - s.mean()) / (s.max() - s.mean()), 0, 1)
+        np.testing.assert_allclose(got[k], want, atol=1e-5)
+
+
+def test_pixel_weight_map_marks_the_warm_target():
+    from patchfuse_jax.weightmap import pixel_weight_map
+    ir = np.full((1, 40, 40, 1), 0.3, np.float32)
+    ir[0, 15:25, 15:25] = 0.9  # a warm target on a flat background
+    w = np.asarray(pixel_weight_map(jnp.asarray(ir), 5))[0, ..., 0]
+    assert w[20, 20] == 1.0 and w.max() == 1.0
+    assert np.all(w[:5] == 0) and np.all(w[:, :5] == 0)  # background: no warmer than the mean

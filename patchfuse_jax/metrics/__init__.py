@@ -18,7 +18,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from .. import io
-from . import extra, paper
+from . import extra, paper, target
 
 
 class MetricError(ValueError):
@@ -49,21 +49,27 @@ METRICS: dict[str, Callable[[np.ndarray, np.ndarray, np.ndarray], float]] = {
     "MI_textbook": functools.partial(extra.mi, compat=False),
     "VIF_textbook": functools.partial(extra.vif, compat=False),
     "Qabf_textbook": functools.partial(extra.qabf, compat=False),
+    # Not field metrics: warm-target contrast and visible texture kept (metrics/target.py);
+    # not in "all", ask for them with "target".
+    "TargetContrast": target.target_contrast,
+    "TextureKept": target.texture_kept,
 }
 PAPER_METRICS: tuple[str, ...] = ("CC", "MS_SSIM", "SCD", "FMI_dct", "SSIM_a", "PSNR")
 TEXTBOOK_METRICS: tuple[str, ...] = ("MI_textbook", "VIF_textbook", "Qabf_textbook")
-DEFAULT_METRICS: tuple[str, ...] = tuple(m for m in METRICS if m not in TEXTBOOK_METRICS)
+TARGET_METRICS: tuple[str, ...] = ("TargetContrast", "TextureKept")
+DEFAULT_METRICS: tuple[str, ...] = tuple(m for m in METRICS if m not in TEXTBOOK_METRICS + TARGET_METRICS)
 HIGHER_IS_BETTER: dict[str, bool] = {name: True for name in METRICS}
 
 
 def resolve_metrics(names: str | Iterable[str] | None = None) -> list[str]:
     """Canonical metric names, in the order given; ``None``/``"all"`` = the 14 default metrics,
-    ``"paper"`` = the six, ``"textbook"`` = MI/VIF/Qabf without the toolbox's quirks.
+    ``"paper"`` = the six, ``"textbook"`` = MI/VIF/Qabf without the toolbox's quirks, ``"target"``
+    = warm-target contrast and visible texture kept (:mod:`.target`).
 
     ``names`` may be a comma-separated string; matching is case-insensitive. Raises
     :class:`MetricError` listing the known names for an unknown one.
     """
-    default = [m for m in METRICS if m not in TEXTBOOK_METRICS]
+    default = list(DEFAULT_METRICS)
     if names is None:
         return default
     if isinstance(names, str):
@@ -81,6 +87,8 @@ def resolve_metrics(names: str | Iterable[str] | None = None) -> list[str]:
             picked = PAPER_METRICS
         elif n.lower() == "textbook":
             picked = [m for m in TEXTBOOK_METRICS if m in METRICS]
+        elif n.lower() == "target":
+            picked = [m for m in TARGET_METRICS if m in METRICS]
         elif n.lower() in lower:
             picked = [lower[n.lower()]]
         else:
@@ -89,7 +97,7 @@ def resolve_metrics(names: str | Iterable[str] | None = None) -> list[str]:
         out.extend(p for p in picked if p not in out)
     if unknown:
         raise MetricError(f"unknown metric(s) {', '.join(unknown)}; known metrics: {', '.join(METRICS)} "
-                          "(or 'paper', 'all', 'textbook')")
+                          "(or 'paper', 'all', 'textbook', 'target')")
     return out
 
 
@@ -162,5 +170,5 @@ def compute(a: np.ndarray, b: np.ndarray, f: np.ndarray, names: Sequence[str], *
     return out
 
 
-__all__ = ["METRICS", "PAPER_METRICS", "DEFAULT_METRICS", "TEXTBOOK_METRICS", "HIGHER_IS_BETTER", "MetricError", "MetricWarning",
+__all__ = ["METRICS", "PAPER_METRICS", "DEFAULT_METRICS", "TEXTBOOK_METRICS", "TARGET_METRICS", "HIGHER_IS_BETTER", "MetricError", "MetricWarning",
            "resolve_metrics", "as_metric_input", "evaluate_pair", "compute"]
