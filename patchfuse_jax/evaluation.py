@@ -363,10 +363,18 @@ def _json_num(v):
     return v if not isinstance(v, float) or math.isfinite(v) else None
 
 
+def ranked_metrics(metrics: Sequence[str]) -> list[str]:
+    """The metrics a mean rank is taken over: all but the descriptive target measures
+    (:data:`patchfuse_jax.metrics.TARGET_METRICS`)."""
+    return [k for k in metrics if k not in metrics_mod.TARGET_METRICS]
+
+
 def summary_mean_ranks(result: Result, summary: dict) -> dict[str, float]:
-    """Each method's mean rank over the evaluated metrics (:func:`mean_rank` of the means)."""
-    return mean_rank({m.name: {k: summary[m.name][k]["mean"] for k in result.metrics}
-                      for m in result.methods}, result.metrics)
+    """Each method's mean rank over the evaluated metrics (:func:`mean_rank` of the means;
+    :func:`ranked_metrics` only)."""
+    names = ranked_metrics(result.metrics)
+    return mean_rank({m.name: {k: summary[m.name][k]["mean"] for k in names}
+                      for m in result.methods}, names)
 
 
 def format_markdown(result: Result, summary: dict | None = None, with_mean_rank: bool = True) -> str:
@@ -397,7 +405,8 @@ def format_markdown(result: Result, summary: dict | None = None, with_mean_rank:
         lines.append(f"| {m.name} | " + " | ".join(cells) + " |")
     lines += ["", f"Marks per column: {MARK_LEGEND} (ties at 4 decimals share a mark)."]
     if ranks:
-        lines += ["", f"Mean rank: the mean over the {len(result.metrics)} metrics of each method's rank "
+        lines += ["", f"Mean rank: the mean over the {len(ranked_metrics(result.metrics))} metrics "
+                  "(TargetContrast and TextureKept not counted) of each method's rank "
                   "among the methods above (1 = best; dense ranks of the means at 4 decimals); bold = best."]
     excl = [f"{k}: " + ", ".join(f"{m.name} {summary[m.name][k]['excluded']}/{len(result.images)}"
                                  for m in result.methods if summary[m.name][k]["excluded"])

@@ -60,8 +60,8 @@ def _read(path):
         return json.load(fh)
 
 
-def load(results_dir: str) -> tuple[dict, dict]:
-    """``({experiment: {seed: doc}}, {"baselines_test"|"tno42"|"grid": doc or None})``."""
+def load(results_dir: str, extras=("baselines_test", "tno42", "grid")) -> tuple[dict, dict]:
+    """``({experiment: {seed: doc}}, {extra: doc or None})``, extras ``RESULTS/<extra>.json``."""
     runs: dict = {}
     for p in sorted(glob.glob(os.path.join(results_dir, "*", "seed*.json"))):
         try:
@@ -69,7 +69,7 @@ def load(results_dir: str) -> tuple[dict, dict]:
             runs.setdefault(doc["experiment"], {})[int(doc["seed"])] = doc
         except (ValueError, KeyError, TypeError) as e:
             raise ReportError(f"{p}: not a run result file ({type(e).__name__}: {e})") from None
-    extra = {k: _read(os.path.join(results_dir, k + ".json")) for k in ("baselines_test", "tno42", "grid")}
+    extra = {k: _read(os.path.join(results_dir, k + ".json")) for k in extras}
     return runs, extra
 
 
@@ -403,19 +403,19 @@ def plot_grid(rows, columns, path) -> None:
 
 
 # ----------------------------------------------------------------------------- docs
-def update_docs(path: str, block: str) -> None:
-    """Replaces the text between the markers (appends the markers when absent)."""
+def update_docs(path: str, block: str, begin: str = BEGIN, end: str = END) -> None:
+    """Replaces the text between the markers ``begin`` ... ``end`` (appends them when absent)."""
     text = ""
     if os.path.exists(path):
         with open(path, encoding="utf-8") as fh:
             text = fh.read()
-    b, e = text.find(BEGIN), text.find(END)
+    b, e = text.find(begin), text.find(end)
     if b == -1 and e == -1:
-        new = (text.rstrip("\n") + "\n\n" if text.strip() else "") + f"{BEGIN}\n{block}{END}\n"
-    elif b == -1 or e == -1 or e < b or text.count(BEGIN) > 1 or text.count(END) > 1:
-        raise ReportError(f"{path}: the markers {BEGIN} ... {END} are broken; fix them by hand")
+        new = (text.rstrip("\n") + "\n\n" if text.strip() else "") + f"{begin}\n{block}{end}\n"
+    elif b == -1 or e == -1 or e < b or text.count(begin) > 1 or text.count(end) > 1:
+        raise ReportError(f"{path}: the markers {begin} ... {end} are broken; fix them by hand")
     else:
-        new = text[:b + len(BEGIN)] + "\n" + block + text[e:]
+        new = text[:b + len(begin)] + "\n" + block + text[e:]
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     with open(path, "w", encoding="utf-8") as fh:
         fh.write(new)
@@ -436,3 +436,275 @@ def write_report(results_dir: str, docs_path: str, figures_dir: str, expected=()
     rel = os.path.relpath(figures_dir, os.path.dirname(os.path.abspath(docs_path))).replace(os.sep, "/")
     update_docs(docs_path, render(runs, extra, rel, expected, figures))
     return written + [docs_path]
+
+
+# ----------------------------------------------------------------------------- paper weights (issue 21)
+PW_BEGIN, PW_END = "<!-- paper_weights:begin -->", "<!-- paper_weights:end -->"
+PW_SCENE = "paper_weights_scene.png"
+PW_ROWS = [("table1_none", "`none`: no W (not in the paper)"),
+           ("table1_d", "W in D_ir only (Section 3; no row in the paper)"),
+           ("table1_g", "W in G only (paper: ours (L_adv*))"),
+           ("table1_dg", "W in D_ir and G (paper: ours (L_Di*, L_adv*))")]
+PW_LARGE = [("large_none", "`none`, ngf 32, 256×512 (seed 0)"),
+            ("large_dg", "W in D_ir and G, ngf 32, 256×512 (seed 0)")]
+PW_G05 = [("table1_none_g05", "`none`, γ = λ = 0.5 (seed 0)"),
+          ("table1_dg_g05", "W in D_ir and G, γ = λ = 0.5 (seed 0)")]
+# (claim, A, B, what the paper says): the paper has A better than B (all six metrics: higher is better).
+CLAIMS = [("dg vs none", "table1_dg", "table1_none", "Table 1: W in D_ir and G improves on no W"),
+          ("g vs none", "table1_g", "table1_none", "Table 1: W in G improves on no W"),
+          ("d vs none", "table1_d", "table1_none", "Section 3: W in D_ir improves on no W"),
+          ("avg vs max", "table1_dg", "table5_max", "Table 5: average pooling of W beats max pooling"),
+          ("dg vs none, large", "large_dg", "large_none", "Table 1's dg vs none at ngf 32, 256×512 crops"),
+          ("dg vs none, γ = λ = 0.5", "table1_dg_g05", "table1_none_g05", "dg vs none at γ = λ = 0.5")]
+W_KEYS = (("intensity", "intensity"), ("contrast", "local contrast"))
+# A paper-scale training step on this CPU (docs/benchmarks.md: ngf 64, 256x512, paper65) and the
+# paper's step count (configs/roadscene.flags): for the compute estimate of the report.
+PAPER_STEP_S, PAPER_STEPS = 2.5, 20000
+
+
+def per_image(runs: dict, name: str, metric: str, w_effect: bool = False) -> dict[tuple[int, str], float]:
+    """``{(seed, test stem): value}`` of ``metric`` (a paper metric, or with ``w_effect`` a key of
+    ``test.w_effect.per_image``) over the runs of experiment ``name``."""
+    out = {}
+    for seed, d in runs.get(name, {}).items():
+        t = d.get("test", {})
+        src = (t.get("w_effect") or {}).get("per_image", {}) if w_effect else t.get("per_image", {})
+        for stem, v in src.items():
+            if v.get(metric) is not None:
+                out[(int(seed), stem)] = float(v[metric])
+    return out
+
+
+def _p(p: float) -> str:
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def _sig_cell(c: dict, metric: str = "CC") -> str:
+    """``+0.0123 [+0.0010, +0.0200] p 0.031 ↑``: mean difference, bootstrap 95 % interval, sign-test
+    p, and an arrow when significant (:func:`patchfuse_jax.significance.direction`)."""
+    from patchfuse_jax.significance import direction
+    if c["n"] == 0:
+        return "n/a"
+    d = 3 if metric == "PSNR" else 4
+    lo, hi = c["ci"]
+    arrow = {1: " ↑", -1: " ↓", 0: ""}[direction(c)]
+    return f"{c['mean_diff']:+.{d}f} [{lo:+.{d}f}, {hi:+.{d}f}] p {_p(c['p_sign'])}{arrow}"
+
+
+def _w_stats(docs) -> dict[str, tuple[float, float, int]]:
+    """``{intensity|contrast: (mean, std, n)}`` over the runs' W-effect means (std over seeds, ddof=1)."""
+    out = {}
+    for k, _ in W_KEYS:
+        v = [d["test"]["w_effect"]["mean"][k] for d in docs
+             if (d["test"].get("w_effect") or {}).get("mean", {}).get(k) is not None]
+        out[k] = (float(np.mean(v)) if v else math.nan,
+                  float(np.std(v, ddof=1)) if len(v) > 1 else math.nan, len(v))
+    return out
+
+
+def claim_comparisons(runs: dict, a: str, b: str) -> dict[str, dict]:
+    """``{metric: paired comparison of A - B}`` over the (seed, test pair)s both have."""
+    from patchfuse_jax.significance import paired
+    return {m: paired(per_image(runs, a, m), per_image(runs, b, m)) for m in METRICS}
+
+
+def _differences(runs: dict, a: str, b: str, metric: str) -> np.ndarray:
+    va, vb = per_image(runs, a, metric), per_image(runs, b, metric)
+    return np.array([va[k] - vb[k] for k in sorted(set(va) & set(vb))], np.float64)
+
+
+def _pw_setting(docs, expected, runs) -> list[str]:
+    sels = sorted({(d.get("config") or {}).get("selection") or "?" for d in docs}) or ["wins_average"]
+    out = ["### Setting", "",
+           "- Eq. 6 as the paper writes it: L_ssim and L_mse weighted 1, λ = 0.5, γ = 0.1; BatchNorm, "
+           "batch 1, 65×65 patches (`paper65`), Adam 1e-4 constant, direct output, transposed-conv "
+           "upsampling (`configs/experiments/paper_weights/base.flags` on `configs/roadscene.flags`). "
+           "Compact scale: ngf/ndf 16, 7 levels, 128×256 crops, 1500 steps, 3 seeds; the two large runs: "
+           "ngf/ndf 32, 8 levels, 256×512 crops, one seed.",
+           f"- Checkpoint: the best validation step by `--selection={'/'.join(sels)}` (wins over Average on "
+           "the six paper metrics, then mean margin; 26 validation pairs), scored once on the 20 test pairs "
+           "(`splits/roadscene_test.txt`)."]
+    if docs:
+        mins = [d.get("minutes") or 0.0 for d in docs]
+        mach = sorted({f"{d['machine'].get('processor') or d['machine'].get('platform')}, "
+                       f"{d['machine'].get('cpu_count')} CPU cores" for d in docs})
+        out.append(f"- {len(docs)} finished run{'s' * (len(docs) != 1)}, {sum(mins):.0f} minutes of training "
+                   f"({min(mins):.1f}–{max(mins):.1f} per run, from the training logs; other work may have "
+                   "shared the cores); " + "; ".join(mach) + ".")
+    else:
+        out.append("- No finished runs yet.")
+    missing = [f"`{n}` seed {s}" for n, s in expected if s not in runs.get(n, {})]
+    if missing:
+        out.append(f"- Missing ({len(missing)} runs, not trained or not evaluated yet): "
+                   + ", ".join(missing) + ".")
+    return out
+
+
+def _pw_claims(runs: dict, expected) -> list[str]:
+    from patchfuse_jax import significance as sig
+    out = ["### Significance of each claim", "",
+           "Per metric: mean difference A − B over the paired (seed, test pair)s (image i of seed s of A "
+           "with image i of seed s of B), its 95 % paired bootstrap interval "
+           f"({sig.N_BOOT} resamples of the test pairs, each with all its seeds; seed {sig.BOOT_SEED}) and "
+           "the two-sided exact sign-test p over all pairs. ↑/↓: significant (p < "
+           f"{sig.ALPHA} and the interval excludes 0 on the same side). Verdict: **holds** when A is "
+           "significantly higher on a majority (≥ 4) of the six metrics, **does not hold** when "
+           "significantly lower on a majority, **cannot tell at this scale** otherwise. The sign test "
+           "counts the seeds of one image as separate pairs; the bootstrap does not.", "",
+           "| claim (A vs B) | pairs | " + " | ".join(HEADS) + " | verdict |",
+           "|---|---:|" + "---|" * (len(METRICS) + 1)]
+    verdicts, pending, wanted = [], [], {e for e, _ in expected}
+    for name, a, b, paper in CLAIMS:
+        if not (runs.get(a) and runs.get(b)):
+            if {a, b} & wanted or runs.get(a) or runs.get(b):
+                lack = ", ".join(f"`{n}`" for n in (a, b) if not runs.get(n))
+                pending.append(f"{name} ({paper}): no verdict yet, no results for {lack}.")
+            continue
+        comps = claim_comparisons(runs, a, b)
+        dirs = {m: sig.direction(c) for m, c in comps.items() if c["n"]}
+        v = sig.verdict(dirs.values())
+        v_text = "cannot tell at this scale" if v == "cannot tell" else v
+        n = max(c["n"] for c in comps.values())
+        cells = " | ".join(_sig_cell(comps[m], m) for m in METRICS)
+        out.append(f"| {name} (`{a}` vs `{b}`) | {n} | {cells} | **{v_text}** |")
+        up, down = [m for m, x in dirs.items() if x > 0], [m for m, x in dirs.items() if x < 0]
+        k = len(set(runs[a]) & set(runs[b]))
+        text = (f"**{name}** ({paper}): **{v_text}**. A significantly higher on {len(up)} of 6 "
+                f"({_names(up)}), lower on {len(down)} of 6 ({_names(down)}); {n} pairs "
+                f"({k} seed{'s' * (k != 1)}).")
+        if v == "cannot tell":
+            need = [sig.pairs_needed(_differences(runs, a, b, m)) for m in METRICS if m not in up + down]
+            need = [x for x in need if math.isfinite(x)]
+            if need:
+                text += (f" At the observed effect sizes, about {float(np.median(need)):.0f} paired samples "
+                         "(median over the undecided metrics; 80 % power, two-sided 0.05, normal "
+                         f"approximation) would be needed to tell, against the {n} here.")
+        verdicts.append(text)
+    if not verdicts:  # no claim has both sides yet: no table
+        out = out[:-2] + ["No claim has results on both sides yet."]
+    return out + (["", *[f"- {x}" for x in verdicts + pending]] if verdicts or pending else [])
+
+
+def _pw_w_effect(runs: dict) -> list[str]:
+    from patchfuse_jax import significance as sig
+    out = ["### W's own effect on the warm regions", "",
+           "Per test pair, on the pixels whose W (the mean IR intensity over the 65×65 patch centred on the "
+           f"pixel: D_ir's receptive field, `paper65`) is in its top {sig.TOP:.0%}: the fused image's mean "
+           f"intensity / the IR image's there, and its mean {sig.CONTRAST_WINDOW}×{sig.CONTRAST_WINDOW} "
+           "local standard deviation / the IR image's there (1 = as in the IR image). Per run the mean over "
+           "the test pairs; the rows give mean ± std over seeds; the differences against `none` (same scale "
+           "and γ) are paired as above.", "",
+           "| experiment | n | intensity ratio | contrast ratio | intensity vs `none` | contrast vs `none` |",
+           "|---|---:|---:|---:|---|---|"]
+    ref = {"table1_d": "table1_none", "table1_g": "table1_none", "table1_dg": "table1_none",
+           "table5_max": "table1_none", "large_dg": "large_none", "table1_dg_g05": "table1_none_g05"}
+    obs = []
+    for k, lab in PW_ROWS + [("table5_max", "W in D_ir and G, max pooling")] + PW_LARGE + PW_G05:
+        ws = _w_stats(runs.get(k, {}).values())
+        if not ws["intensity"][2]:
+            continue
+        cells = [fmt(*ws[x][:2]) for x, _ in W_KEYS]
+        r = ref.get(k)
+        if r and runs.get(r):
+            for x, lab_x in W_KEYS:
+                c = sig.paired(per_image(runs, k, x, True), per_image(runs, r, x, True))
+                cells.append(_sig_cell(c))
+                if c["n"]:
+                    dx = sig.direction(c)
+                    word = ("significantly higher" if dx > 0 else "significantly lower" if dx < 0
+                            else "not significantly different")
+                    obs.append(f"`{k}` vs `{r}`: warm-region {lab_x} {word} "
+                               f"(mean difference {c['mean_diff']:+.4f}).")
+        else:
+            cells += ["", ""]
+        out.append(f"| {lab} | {ws['intensity'][2]} | " + " | ".join(cells) + " |")
+    return out + (["", *[f"- {o}" for o in obs]] if obs else ["", "- No W-effect values yet."])
+
+
+def render_paper_weights(runs: dict, extra: dict, rel_fig: str, expected=(), figures=()) -> str:
+    """The markdown between :data:`PW_BEGIN` and :data:`PW_END`."""
+    from patchfuse_jax.significance import TOP
+    L = ["## The paper's claims at the paper's weights (generated)", "",
+         "_Everything between the `paper_weights` markers is written by `python -m patchfuse_jax.reproduce "
+         "--suite=paper_weights` (`--report_only`: from `results/paper_weights/*.json` alone); edit the "
+         "code, not this text._", ""]
+    docs = [d for seeds in runs.values() for d in seeds.values()]
+    base = (extra.get("baselines_test") or {}).get("methods", {})
+    L += _pw_setting(docs, expected, runs)
+    # --- Table 1 and Table 5 rows
+    rows = [(f"paper: {lab.split(' (paper')[0]}", None, fixed(PAPER["table1"][k])) for k, lab in PW_ROWS
+            if k in PAPER["table1"]]
+    for k, lab in PW_ROWS + PW_LARGE + PW_G05:
+        if runs.get(k):
+            rows.append((f"ours: {lab}", len(runs[k]), stats(runs[k].values())))
+    rows += [(lab, 1, fixed(base[k]["mean"])) for k, lab in BASELINE_NAMES.items() if k in base]
+    L += ["", "### Table 1: where W is used (paper's weights)", "",
+          *_table(rows, [r[0] for r in rows if not r[0].startswith("paper")]), "",
+          "Mean ± std over seeds (n runs; sample std). Paper rows: its Table 1, on its own test pairs. "
+          "**bold** = best of ours and the baselines per column; all six metrics: higher is better.", ""]
+    rows = [("paper: Avg-Pooling", None, fixed(PAPER["table5"]["avg"])),
+            ("paper: Max-Pooling", None, fixed(PAPER["table5"]["max"]))]
+    rows += [(f"ours: {lab}", len(runs[n]), stats(runs[n].values()))
+             for n, lab in (("table1_dg", "Avg-Pooling (= W in D_ir and G)"), ("table5_max", "Max-Pooling"))
+             if runs.get(n)]
+    L += ["### Table 5: average vs max pooling of W (paper's weights)", "",
+          *_table(rows, [r[0] for r in rows if r[0].startswith("ours")]), ""]
+    L += _pw_claims(runs, expected) + [""] + _pw_w_effect(runs)
+    # --- figure
+    scene = extra.get("scene")
+    if scene and PW_SCENE in figures:
+        size, top = scene.get("size", 65), scene.get("top", TOP)
+        used = "; ".join(f"{c}: `{v['workdir']}` step {v['step']}" for c, v in scene["runs"].items())
+        L += ["", "### One test scene across the four W modes", "",
+              f"![One test scene across the W modes]({rel_fig}/{PW_SCENE})", "",
+              f"Test pair `{scene['stem']}` (the test pair whose warm region stands out most in the IR "
+              f"image); red outline: the top {top:.0%} of W ({size}×{size} patch means of the IR image). "
+              "Columns: "
+              + " | ".join(scene["columns"]) + f" ({used})."]
+    # --- what would be needed
+    hours = 5 * 3 * PAPER_STEPS * PAPER_STEP_S / 3600
+    L += ["", "### What would be needed to tell", "",
+          "- Where a claim cannot be told: more paired samples at this scale (the counts above: more seeds, "
+          "or more test pairs; the paper's own test set is not published), or a larger effect.",
+          "- Scale: the paper trains ngf/ndf 64 with 8 levels on 256×512 crops. The compact runs have "
+          "(16/64)² = 1/16 of its conv compute per pixel on a quarter of its crop; the large runs "
+          "(32/64)² = 1/4 on its full crop. If W's effect grows with capacity, `large_dg` vs `large_none` "
+          "shows it first.",
+          f"- Compute: a paper-scale training step takes about {PAPER_STEP_S} s on this 2-core CPU "
+          "(docs/benchmarks.md), so Table 1 and Table 5 at the paper's scale (5 experiments × 3 seeds × "
+          f"{PAPER_STEPS} steps, configs/roadscene.flags) would take about {hours:.0f} CPU hours: an "
+          "experiment for a GPU."]
+    return "\n".join(L) + "\n"
+
+
+def plot_scene(stem: str, ir: np.ndarray, vis: np.ndarray, fused: dict, mask: np.ndarray, path: str,
+               title: str = "") -> None:
+    """One row IR | visible | one column per ``fused`` entry (``{label: (H, W) uint8}``); ``ir``,
+    ``vis`` uint8 ``(H, W)`` (vis may be RGB); the warm region ``mask`` ``(H, W)`` bool outlined in red."""
+    plt = _mpl()
+    cols = [("IR", ir), ("visible", vis), *fused.items()]
+    h, w = ir.shape[:2]
+    fig, axes = plt.subplots(1, len(cols), figsize=(3 * len(cols), 3 * h / w + 0.8), squeeze=False)
+    for ax, (lab, img) in zip(axes[0], cols):
+        ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=255)
+        if mask.any() and not mask.all():
+            ax.contour(mask.astype(np.float32), levels=[0.5], colors="red", linewidths=0.8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(lab)
+    axes[0][0].set_ylabel(stem)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+
+
+def write_paper_weights_report(results_dir: str, docs_path: str, figures_dir: str, expected=()) -> list[str]:
+    """The paper-weights block of ``docs_path`` from the result files (no plots: the scene figure
+    is made with the runs); returns the files written."""
+    runs, extra = load(results_dir, ("baselines_test", "scene"))
+    figures = [PW_SCENE] if os.path.exists(os.path.join(figures_dir, PW_SCENE)) else []
+    rel = os.path.relpath(figures_dir, os.path.dirname(os.path.abspath(docs_path))).replace(os.sep, "/")
+    update_docs(docs_path, render_paper_weights(runs, extra, rel, expected, figures), PW_BEGIN, PW_END)
+    return [docs_path]

@@ -15,6 +15,13 @@
    every published method under ``../shared/data/peers/tno42`` and the baselines).
 3. Regenerates the block between the markers of ``docs/RESULTS.md`` and ``docs/figures/*.png``
    (:mod:`patchfuse_jax.report`; ``--report_only`` does only this, from the result files).
+
+``--suite=paper_weights`` (issue 21) runs the same way over :data:`PW_EXPERIMENTS`: Table 1 and
+Table 5 at the paper's own loss weights (``configs/experiments/paper_weights/``; 3 seeds) and
+``none``/``dg`` at the largest CPU scale (seed 0, last), into ``runs/paper_weights`` and
+``results/paper_weights``; each result also holds W's effect on the warm regions per test pair
+(:func:`patchfuse_jax.significance.weight_effect`), and the report is the block between the
+``paper_weights`` markers (significance per claim, verdicts, one scene across the W modes).
 """
 from __future__ import annotations
 
@@ -29,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
 
@@ -60,6 +68,56 @@ SHIPPED = "patchfuse_jax (shipped)"
 BUSY_SECONDS = 180  # an unfinished run whose log changed this recently is left to whoever runs it
 
 
+# The paper-weights suite (issue 21): configs/experiments/paper_weights/<experiment>.flags.
+PW_EXPERIMENTS = {
+    "table1_none": "dual PatchGAN without W (not in the paper), paper's weights",
+    "table1_d": "W in D_ir only (Section 3's reading; no row in the paper), paper's weights",
+    "table1_g": "Table 1 'ours (L_adv*)': W in G only, paper's weights",
+    "table1_dg": "Table 1 'ours (L_Di*, L_adv*)': W in D_ir and G (= Table 5 avg), paper's weights",
+    "table5_max": "Table 5 'Max-Pooling', paper's weights",
+    "large_none": "no W at the largest CPU scale (ngf 32, 256x512), paper's weights",
+    "large_dg": "W in D_ir and G at the largest CPU scale (ngf 32, 256x512), paper's weights",
+    "table1_none_g05": "no W at gamma = lambda = 0.5 (the qualitative setting), paper's weights",
+    "table1_dg_g05": "W in D_ir and G at gamma = lambda = 0.5, paper's weights",
+}
+PW_GROUPS = {
+    "table1": [("table1_none", True), ("table1_d", True), ("table1_g", True), ("table1_dg", True)],
+    "table5": [("table5_max", True)],
+    "large": [("large_none", False), ("large_dg", False)],
+    "g05": [("table1_none_g05", False), ("table1_dg_g05", False)],  # optional: not in the default --only
+}
+
+
+@dataclass(frozen=True)
+class Suite:
+    """One set of experiments: flagfiles ``configs/experiments/<configs>/``, runs ``<out>``,
+    results ``<results>`` (paths relative to the repository), groups run by default, groups run
+    after all others (``late``), whether TNO and W's effect belong to it."""
+    name: str
+    experiments: dict
+    groups: dict
+    aliases: dict
+    configs: str
+    out: str
+    results: str
+    default_only: tuple
+    late: tuple = ()
+    tno: bool = False
+    w_effect: bool = False
+    extra: dict = field(default_factory=dict)
+
+
+SUITES = {
+    "repro": Suite("repro", EXPERIMENTS, GROUPS, ALIASES, os.path.join("configs", "experiments"),
+                   os.path.join("runs", "repro"), os.path.join("results", "repro"), (*GROUPS, "tno"),
+                   tno=True),
+    "paper_weights": Suite("paper_weights", PW_EXPERIMENTS, PW_GROUPS, {},
+                           os.path.join("configs", "experiments", "paper_weights"),
+                           os.path.join("runs", "paper_weights"), os.path.join("results", "paper_weights"),
+                           ("table1", "table5", "large"), late=("large",), w_effect=True),
+}
+
+
 class Failure(RuntimeError):
     """One experiment or step failed (one-line message); the others go on."""
 
@@ -73,6 +131,16 @@ def plan_runs(groups, seeds: int, table=None, aliases=None) -> list[tuple[str, i
             for s in (range(seeds) if multi else [0]):
                 need.setdefault((aliases.get(exp, exp), s), len(need))
     return sorted(need, key=lambda r: (r[1], need[r]))
+
+
+def suite_plan(suite: Suite, groups, seeds: int, table=None, aliases=None) -> list[tuple[str, int]]:
+    """:func:`plan_runs` of ``groups`` (default table and aliases: the suite's), those in
+    ``suite.late`` after all the others."""
+    table, aliases = table or suite.groups, suite.aliases if aliases is None else aliases
+    first = plan_runs([g for g in groups if g not in suite.late], seeds, table, aliases)
+    late = plan_runs([g for g in groups if g in suite.late], seeds, table, aliases)
+    late = [r for r in late if r not in first]
+    return first + late
 
 
 def _rel(p: str) -> str:
@@ -171,20 +239,50 @@ def _scores(result, name) -> dict:
             "per_image": {st: {m: round(v, 6) for m, v in result.values[name][st].items()} for st in result.images}}
 
 
+def patch_size(cfg: dict) -> int:
+    """D_ir's receptive field (pixels per side) of a run's ``config.json`` (65 for paper65)."""
+    from patchfuse_jax.models import parse_discriminator_layers, receptive_field
+    return receptive_field(parse_discriminator_layers(cfg.get("d_arch", "paper65"))).size
+
+
+def w_effect_of(ir_dir: str, fused_dir: str, stems, size: int) -> dict:
+    """W's effect (:func:`patchfuse_jax.significance.weight_effect`) of the fused PNGs
+    ``fused_dir/<stem>.png`` against the IR images: per test pair and the means over them."""
+    import numpy as np
+    from patchfuse_jax import io, significance
+    irs, per = io.list_images(ir_dir), {}
+    for s in stems:
+        f = io.load_gray(os.path.join(fused_dir, s + ".png"))
+        e = significance.weight_effect(io.load_gray(irs[s]), f, size)
+        per[s] = {k: round(v, 6) for k, v in e.items()}
+    mean = {k: float(np.nanmean([v[k] for v in per.values()])) for k in ("intensity", "contrast")}
+    return {"size": size, "top": significance.TOP, "window": significance.CONTRAST_WINDOW,
+            "mean": mean, "per_image": per}
+
+
 def evaluate_run(name, seed, wd, log, out, opt) -> None:
     from patchfuse_jax import evaluation
+    suite = SUITES[getattr(opt, "suite", "repro")]
     ir, vis = os.path.join(opt.data_dir, "ir"), os.path.join(opt.data_dir, "vis")
-    try:
-        res = evaluation.evaluate(ir, vis, split=opt.test_split, checkpoint=os.path.join(wd, "best.msgpack"),
-                                  checkpoint_name=name, metrics="paper", workers=opt.workers, progress=False)
-    except evaluation.ERRORS as e:
-        raise Failure(f"evaluating {name} seed {seed}: {e}") from None
-    doc = {"experiment": name, "seed": seed, "paper": EXPERIMENTS.get(name, ""),
-           "aliases": sorted(a for a, t in ALIASES.items() if t == name),
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            res = evaluation.evaluate(ir, vis, split=opt.test_split,
+                                      checkpoint=os.path.join(wd, "best.msgpack"), checkpoint_name=name,
+                                      metrics="paper", workers=opt.workers, progress=False,
+                                      save_fused=tmp if suite.w_effect else None)
+        except evaluation.ERRORS as e:
+            raise Failure(f"evaluating {name} seed {seed}: {e}") from None
+        run = collect_run(wd, log)
+        w = None
+        if suite.w_effect:
+            w = w_effect_of(ir, os.path.join(tmp, name), res.images, patch_size(run["config"]))
+    doc = {"experiment": name, "seed": seed, "suite": suite.name, "paper": suite.experiments.get(name, ""),
+           "aliases": sorted(a for a, t in suite.aliases.items() if t == name),
            "flagfile": _rel(os.path.join(opt.experiments_dir, name + ".flags")), "workdir": _rel(wd),
-           **collect_run(wd, log),
+           **run,
            "test": {"split": _rel(opt.test_split), "data_dir": _rel(opt.data_dir), "n_pairs": len(res.images),
-                    "checkpoint": "best.msgpack (validation-selected)", **_scores(res, name)},
+                    "checkpoint": "best.msgpack (validation-selected)", **_scores(res, name),
+                    **({"w_effect": w} if w else {})},
            "machine": machine(), "written": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     _write_json(out, doc)
 
@@ -291,6 +389,52 @@ def make_grid(opt) -> bool:
     return True
 
 
+SCENE_RUNS = {"none": "table1_none", "D_ir only": "table1_d", "G only": "table1_g", "D_ir and G": "table1_dg"}
+
+
+def pick_scene(ir_dir: str, stems, size: int) -> str:
+    """The test stem whose warm region (top 10 % of W) stands out most: largest mean IR inside it
+    minus the image's mean."""
+    from patchfuse_jax import io, significance
+    irs, best = io.list_images(ir_dir), {}
+    for s in stems:
+        ir = io.load_gray(irs[s])
+        best[s] = float(ir[significance.warm_mask(ir, size)].mean() - ir.mean())
+    return max(stems, key=lambda s: (best[s], s))
+
+
+def make_scene(opt) -> bool:
+    """One test scene across the four W modes (seed 0), the warm region outlined ->
+    FIGURES/paper_weights_scene.png (+ RESULTS/scene.json). Skipped until the four runs finished."""
+    wds = {k: os.path.join(opt.out, n, "seed0") for k, n in SCENE_RUNS.items()}
+    if not all(is_finished(w) for w in wds.values()):
+        print("scene: skipped (needs finished " + ", ".join(f"{n} seed 0" for n in SCENE_RUNS.values()) + ")")
+        return False
+    from patchfuse_jax import report
+    png, meta = os.path.join(opt.figures, report.PW_SCENE), os.path.join(opt.results, "scene.json")
+    newest = max(os.path.getmtime(os.path.join(w, "best.msgpack")) for w in wds.values())
+    if os.path.exists(png) and os.path.exists(meta) and os.path.getmtime(png) > newest:
+        return True
+    from patchfuse_jax import data, io, significance
+    from patchfuse_jax.evaluation import quantize
+    from patchfuse_jax.inference import fuse, load_checkpoint
+    size = patch_size(_json(os.path.join(wds["D_ir and G"], "config.json")) or {})
+    stem = pick_scene(os.path.join(opt.data_dir, "ir"), data.read_split(opt.test_split), size)
+    folder = data.PairFolder(opt.data_dir, stems=[stem])
+    ir_p, vis_p = folder.paths(0)
+    ir, vis = io.to_gray(io.read_image(ir_p), name=ir_p), io.read_image(vis_p)
+    params = {k: load_checkpoint(os.path.join(w, "best.msgpack")) for k, w in wds.items()}
+    fused = {k: quantize(fuse(p, ir, vis)) for k, p in params.items()}
+    mask = significance.warm_mask(ir / 255.0, size)
+    report.plot_scene(stem, ir, vis, fused, mask, png,
+                      f"paper's weights, seed 0; red: top {significance.TOP:.0%} of W "
+                      f"({size}x{size} IR patch means)")
+    _write_json(meta, {"stem": stem, "size": size, "top": significance.TOP,
+                       "columns": ["IR", "visible", *fused],
+                       "runs": {k: {"workdir": _rel(w), "step": params[k].step} for k, w in wds.items()}})
+    return True
+
+
 def _log_tail(log: str) -> str:
     try:
         with open(log, encoding="utf-8", errors="replace") as fh:
@@ -303,15 +447,21 @@ def _log_tail(log: str) -> str:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m patchfuse_jax.reproduce", description=__doc__.split("\n\n")[0])
     a = p.add_argument
-    a("--out", default="runs/repro", help="run folders OUT/<experiment>/seed<N>")
-    a("--only", default=",".join([*GROUPS, "tno"]), help="comma list of: " + ", ".join([*GROUPS, "tno"]))
-    a("--seeds", type=int, default=3, help="seeds of Table 1, none and Table 5 (the gamma sweep: seed 0)")
+    a("--suite", default="repro", choices=sorted(SUITES),
+      help="repro: the paper's experiments with the shipped recipe; paper_weights: Table 1 and 5 at the "
+           "paper's loss weights (issue 21). Sets the defaults of --out, --only, --results, "
+           "--experiments_dir")
+    a("--out", default=None, help="run folders OUT/<experiment>/seed<N> (default: runs/<suite>)")
+    a("--only", default=None, help="comma list of groups; repro: " + ", ".join([*GROUPS, "tno"])
+      + " (default: all); paper_weights: " + ", ".join(PW_GROUPS) + " (default: all but g05)")
+    a("--seeds", type=int, default=3, help="seeds of the multi-seed experiments (the others: seed 0)")
     a("--no_train", action="store_true", help="train nothing: evaluate and report the finished runs")
     a("--report_only", action="store_true", help="only regenerate the report from --results")
-    a("--results", default="results/repro")
+    a("--results", default=None, help="default: results/<suite>")
     a("--docs", default="docs/RESULTS.md")
     a("--figures", default=None, help="default: DOCS's folder/figures")
-    a("--experiments_dir", default=os.path.join(REPO, "configs", "experiments"))
+    a("--experiments_dir", default=None,
+      help="default: configs/experiments (paper_weights: configs/experiments/paper_weights)")
     a("--data_dir", default=os.path.join(REPO, os.pardir, "shared", "data", "roadscene"))
     a("--test_split", default=os.path.join(REPO, "splits", "roadscene_test.txt"))
     a("--tno_dir", default=os.path.join(REPO, os.pardir, "shared", "data", "tno"))
@@ -322,27 +472,41 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv=None, *, table=None, aliases=None) -> int:
     opt = _parser().parse_args(argv)
-    table = table or GROUPS
+    suite = SUITES[opt.suite]
+    table = table or suite.groups
+    aliases = suite.aliases if aliases is None else aliases
+    opt.out = opt.out or os.path.join(REPO, suite.out)
+    opt.results = opt.results or os.path.join(REPO, suite.results)
+    opt.experiments_dir = opt.experiments_dir or os.path.join(REPO, suite.configs)
+    opt.only = opt.only if opt.only is not None else ",".join(suite.default_only)
     for k in ("out", "results", "docs", "experiments_dir", "data_dir", "test_split", "tno_dir", "peers_dir"):
         setattr(opt, k, os.path.abspath(getattr(opt, k)))
     opt.figures = os.path.abspath(opt.figures or os.path.join(os.path.dirname(opt.docs), "figures"))
     only = [g.strip() for g in opt.only.split(",") if g.strip()]
-    bad = [g for g in only if g not in table and g != "tno"]
+    known = [*table, *(["tno"] if suite.tno else [])]
+    bad = [g for g in only if g not in known]
     if bad or opt.seeds < 1:
-        print(f"reproduce: error: --only: unknown {', '.join(bad)} (known: {', '.join([*table, 'tno'])})"
+        print(f"reproduce: error: --only: unknown {', '.join(bad)} (known: {', '.join(known)})"
               if bad else "reproduce: error: --seeds must be >= 1", file=sys.stderr)
         return 2
     from patchfuse_jax import report
-    expected = plan_runs(list(table), opt.seeds, table, aliases)
+    if suite.name == "repro":
+        expected = plan_runs(list(table), opt.seeds, table, aliases)
+    else:  # the default groups and any asked for
+        groups = [g for g in table if g in suite.default_only or g in only]
+        expected = suite_plan(suite, groups, opt.seeds, table, aliases)
     failures: list[str] = []
     try:
         if not opt.report_only:
-            failures = _run_all(opt, only, table, aliases)
+            failures = _run_all(opt, only, table, aliases, suite)
     except KeyboardInterrupt:
         print("reproduce: interrupted (rerun to resume)", file=sys.stderr)
         return 130
     try:
-        files = report.write_report(opt.results, opt.docs, opt.figures, expected)
+        if suite.name == "paper_weights":
+            files = report.write_paper_weights_report(opt.results, opt.docs, opt.figures, expected)
+        else:
+            files = report.write_report(opt.results, opt.docs, opt.figures, expected)
         print("report: wrote " + ", ".join(_rel(f) for f in files))
     except report.ReportError as e:
         failures.append(f"report: {e}")
@@ -351,9 +515,10 @@ def main(argv=None, *, table=None, aliases=None) -> int:
     return 1 if failures else 0
 
 
-def _run_all(opt, only, table, aliases) -> list[str]:
+def _run_all(opt, only, table, aliases, suite=None) -> list[str]:
+    suite = suite or SUITES["repro"]
     failures: list[str] = []
-    runs = plan_runs([g for g in only if g != "tno"], opt.seeds, table, aliases)
+    runs = suite_plan(suite, [g for g in only if g != "tno"], opt.seeds, table, aliases)
     if runs and not all(os.path.isdir(os.path.join(opt.data_dir, d)) for d in ("ir", "vis")):
         return [f"data folder {opt.data_dir} (with ir/ and vis/) not found; nothing trained or evaluated"]
     for i, (name, seed) in enumerate(runs, 1):
@@ -401,10 +566,10 @@ def _run_all(opt, only, table, aliases) -> list[str]:
             except Failure as e:
                 failures.append(str(e))
         try:
-            make_grid(opt)
+            make_grid(opt) if suite.name == "repro" else make_scene(opt)
         except Exception as e:  # a figure must not cost the results
-            failures.append(f"grid: {type(e).__name__}: {e}")
-    if "tno" in only:
+            failures.append(f"{'grid' if suite.name == 'repro' else 'scene'}: {type(e).__name__}: {e}")
+    if "tno" in only and suite.tno:
         failures += _tno(opt)
     return failures
 

@@ -62,7 +62,8 @@ def _dataset(root, stems=("a", "b", "c"), hw=(24, 32)):
 def test_registry_order_and_paper_metrics():
     assert list(M.DEFAULT_METRICS) == ["CC", "MS_SSIM", "SCD", "FMI_dct", "SSIM_a", "PSNR",
                                        "CC_mean", "EN", "SD", "SF", "AG", "MI", "VIF", "Qabf"]
-    assert list(M.METRICS) == [*M.DEFAULT_METRICS, "MI_textbook", "VIF_textbook", "Qabf_textbook"]
+    assert list(M.METRICS) == [*M.DEFAULT_METRICS, "MI_textbook", "VIF_textbook", "Qabf_textbook",
+                               "TargetContrast", "TextureKept"]
     assert M.PAPER_METRICS == tuple(list(M.METRICS)[:6])
     assert all(M.HIGHER_IS_BETTER[k] for k in M.METRICS)
 

@@ -69,7 +69,7 @@ def resolve_metrics(names: str | Iterable[str] | None = None) -> list[str]:
     ``names`` may be a comma-separated string; matching is case-insensitive. Raises
     :class:`MetricError` listing the known names for an unknown one.
     """
-    default = list(DEFAULT_METRICS)
+    default = [m for m in METRICS if m not in TEXTBOOK_METRICS + TARGET_METRICS]
     if names is None:
         return default
     if isinstance(names, str):

@@ -1,0 +1,658 @@
+"""Registration of unaligned IR/visible pairs: the homography that maps the visible image onto the
+IR image, estimated from the images or from clicked points, and the warp that applies it.
+
+    patchfuse align --ir=a.png --vis=b.png --out=H.json [--points=pts.csv]
+
+Conventions: pixel coordinates ``(x, y)`` = (column, row), origin at the centre of the top-left
+pixel. ``H`` is a float64 ``(3, 3)`` matrix with ``H[2, 2] = 1`` from the visible to the IR image:
+``[x_ir, y_ir, w] ~ H @ [x_vis, y_vis, 1]`` (divide by ``w``). Warping the visible image onto the IR
+grid samples it bilinearly at ``H^-1 (x_ir, y_ir)``; IR pixels whose source lies outside the visible
+image are filled with 0 (black).
+
+* Automatic (:func:`estimate_homography`): ECC (enhanced correlation coefficient, Evangelidis &
+  Psarakis 2008) maximised between the gradient magnitudes of the two images (edges are where IR
+  and visible agree; the magnitude ignores contrast polarity, ECC any gain/offset), coarse to
+  fine over a pyramid of 2x2 block means, from the identity or the best integer shift at the
+  coarsest level; translation, then affine, then the full homography. numpy/scipy, float64.
+* From points (:func:`homography_from_points`, :func:`read_points`): least-squares DLT on
+  Hartley-normalised coordinates; exact for exact points.
+* Quality (:func:`edge_overlap`): normalised cross-correlation of the gradient magnitudes of the
+  IR image and of the warped visible image, inside the warped image; before (identity) and after.
+
+Files: ``H.json`` (:func:`save_homography` / :func:`load_homography`; docs/deploy.md). Errors:
+:class:`AlignError` (a ``ValueError``), one line naming the file and the problem.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from patchfuse_jax import io
+
+PROG = "patchfuse align"
+FORMAT = "patchfuse_jax.homography"
+FORMAT_VERSION = 1
+DIRECTION = "vis->ir"
+POINT_COLUMNS = ("x_vis", "y_vis", "x_ir", "y_ir")
+MIN_COVERAGE = 0.10   # below: the homography maps the image away (error)
+WARN_COVERAGE = 0.50  # below: a warning
+SCALE_RANGE = (0.25, 4.0)  # local scale at the visible image's centre outside: a warning
+
+
+class AlignError(ValueError):
+    """A bad points file, homography file or fit; the message is the one-line error."""
+
+
+# --- geometry ------------------------------------------------------------------------------------
+
+def apply(H: np.ndarray, xy: np.ndarray) -> np.ndarray:
+    """``xy (N, 2)`` mapped by ``H`` -> ``(N, 2)`` float64."""
+    xy = np.asarray(xy, np.float64)
+    p = np.concatenate([xy, np.ones((len(xy), 1))], axis=1) @ np.asarray(H, np.float64).T
+    return p[:, :2] / p[:, 2:]
+
+
+def corners(hw: tuple[int, int]) -> np.ndarray:
+    """The four corner pixel centres of an ``(H, W)`` image, ``(4, 2)`` as ``(x, y)``."""
+    h, w = hw
+    return np.array([[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]], np.float64)
+
+
+def corner_error(H_est: np.ndarray, H_true: np.ndarray, vis_hw: tuple[int, int]) -> float:
+    """Mean distance in IR pixels between the visible image's corners mapped by the two."""
+    c = corners(vis_hw)
+    return float(np.mean(np.linalg.norm(apply(H_est, c) - apply(H_true, c), axis=1)))
+
+
+def _normalised(H: np.ndarray) -> np.ndarray:
+    H = np.asarray(H, np.float64)
+    return H / H[2, 2] if abs(H[2, 2]) > 1e-12 else H
+
+
+def _bilinear(imgs: list[np.ndarray], u: np.ndarray, v: np.ndarray):
+    """Samples ``(h, w)`` or ``(h, w, C)`` images at ``x = u``, ``y = v`` (any shape);
+    returns the samples (float64) and the mask of points inside the image."""
+    h, w = imgs[0].shape[:2]
+    ok = (u >= -1e-6) & (u <= w - 1 + 1e-6) & (v >= -1e-6) & (v <= h - 1 + 1e-6)
+    uc, vc = np.clip(u, 0, w - 1), np.clip(v, 0, h - 1)
+    j0 = np.minimum(np.floor(uc).astype(np.intp), max(w - 2, 0))
+    i0 = np.minimum(np.floor(vc).astype(np.intp), max(h - 2, 0))
+    j1, i1 = np.minimum(j0 + 1, w - 1), np.minimum(i0 + 1, h - 1)
+    fu, fv = uc - j0, vc - i0
+    out = []
+    for img in imgs:
+        a = img.astype(np.float64, copy=False)
+        wu = fu[(...,) + (None,) * (a.ndim - 2)]
+        wv = fv[(...,) + (None,) * (a.ndim - 2)]
+        top = a[i0, j0, ...] * (1 - wu) + a[i0, j1, ...] * wu
+        bot = a[i1, j0, ...] * (1 - wu) + a[i1, j1, ...] * wu
+        out.append(top * (1 - wv) + bot * wv)
+    return out, ok
+
+
+def _source_coords(H: np.ndarray, out_hw: tuple[int, int]):
+    """For every pixel of the ``out_hw`` (IR) grid, its position in the visible image (``H^-1``)
+    and whether it maps in front of the camera (``w > 0``)."""
+    h, w = out_hw
+    Hi = np.linalg.inv(_normalised(H))
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    d = Hi[2, 0] * xx + Hi[2, 1] * yy + Hi[2, 2]
+    front = d > 1e-12
+    d = np.where(front, d, 1.0)
+    u = (Hi[0, 0] * xx + Hi[0, 1] * yy + Hi[0, 2]) / d
+    v = (Hi[1, 0] * xx + Hi[1, 1] * yy + Hi[1, 2]) / d
+    return u, v, front
+
+
+class Warp:
+    """The warp of ``vis_hw`` images onto the ``ir_hw`` grid by ``H`` (vis -> IR), computed once
+    and applied to many frames (a fixed camera rig)."""
+
+    def __init__(self, H: np.ndarray, vis_hw: tuple[int, int], ir_hw: tuple[int, int]):
+        self.H = _normalised(H)
+        self.vis_hw, self.ir_hw = tuple(vis_hw), tuple(ir_hw)
+        u, v, front = _source_coords(self.H, self.ir_hw)
+        h, w = self.vis_hw
+        self.valid = front & (u >= -1e-6) & (u <= w - 1 + 1e-6) & (v >= -1e-6) & (v <= h - 1 + 1e-6)
+        uc, vc = np.clip(u, 0, w - 1), np.clip(v, 0, h - 1)
+        j0 = np.minimum(np.floor(uc).astype(np.intp), max(w - 2, 0))
+        i0 = np.minimum(np.floor(vc).astype(np.intp), max(h - 2, 0))
+        self._idx = (i0, j0, np.minimum(i0 + 1, h - 1), np.minimum(j0 + 1, w - 1))
+        self._fu = (uc - j0).astype(np.float32)
+        self._fv = (vc - i0).astype(np.float32)
+
+    def __call__(self, img: np.ndarray) -> np.ndarray:
+        """``img (h, w)`` / ``(h, w, C)`` on the visible grid -> the same on the IR grid, same dtype
+        (integers rounded); 0 outside the visible image."""
+        img = np.asarray(img)
+        if img.shape[:2] != self.vis_hw:
+            raise AlignError(f"homography: the visible image is {img.shape[0]}x{img.shape[1]}, "
+                             f"the warp was made for {self.vis_hw[0]}x{self.vis_hw[1]} (H x W)")
+        i0, j0, i1, j1 = self._idx
+        a = img if img.dtype.kind == "f" else img.astype(np.float32)
+        fu = self._fu[(...,) + (None,) * (img.ndim - 2)]
+        fv = self._fv[(...,) + (None,) * (img.ndim - 2)]
+        top = a[i0, j0] * (1 - fu) + a[i0, j1] * fu
+        bot = a[i1, j0] * (1 - fu) + a[i1, j1] * fu
+        out = top * (1 - fv) + bot * fv
+        out[~self.valid] = 0
+        if img.dtype.kind in "ui":
+            info = np.iinfo(img.dtype)
+            return np.clip(np.round(out), info.min, info.max).astype(img.dtype)
+        if img.dtype == np.bool_:
+            return out >= 0.5
+        return out.astype(img.dtype, copy=False)
+
+
+def warp_image(img: np.ndarray, H: np.ndarray, ir_hw: tuple[int, int]) -> np.ndarray:
+    """The visible ``img`` (``(h, w)`` / ``(h, w, C)``, any dtype) warped onto the ``ir_hw`` grid by
+    ``H`` (vis -> IR), bilinear, same dtype; 0 (black) where the source is outside the image."""
+    img = np.asarray(img)
+    return Warp(H, img.shape[:2], ir_hw)(img)
+
+
+# --- quality -------------------------------------------------------------------------------------
+
+def _gray64(img, name: str = "image") -> np.ndarray:
+    g = io.to_gray(np.asarray(img), name=name)
+    return io.to_unit_float(g.astype(np.float32) if g.dtype.kind == "f" else g,
+                            name=name).astype(np.float64)
+
+
+def _edges(g: np.ndarray, sigma: float) -> np.ndarray:
+    from scipy import ndimage
+
+    return ndimage.gaussian_gradient_magnitude(g, sigma)
+
+
+def _ncc(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a - a.mean(), b - b.mean()
+    d = np.sqrt((a * a).sum() * (b * b).sum())
+    return float((a * b).sum() / d) if d > 0 else 0.0
+
+
+def edge_overlap(ir, vis, H: np.ndarray | None = None, sigma: float = 1.5) -> float:
+    """Normalised cross-correlation (-1..1) of the gradient magnitudes of ``ir`` and of ``vis``
+    warped onto it by ``H`` (default identity), inside the warped image less a
+    ``3 sigma`` border. Any layout/dtype ``fuse`` takes, one image each."""
+    from scipy import ndimage
+
+    a, b = _gray64(ir, "ir"), _gray64(vis, "vis")
+    warp = Warp(np.eye(3) if H is None else H, b.shape, a.shape)
+    mask = ndimage.binary_erosion(warp.valid, iterations=int(np.ceil(3 * sigma)) + 1)
+    if mask.sum() < 16:
+        return 0.0
+    return _ncc(_edges(a, sigma)[mask], _edges(warp(b), sigma)[mask])
+
+
+def coverage(H: np.ndarray, vis_hw: tuple[int, int], ir_hw: tuple[int, int], n: int = 64) -> float:
+    """Fraction (0..1) of the IR frame that the warped visible image covers (on an n x n grid)."""
+    h, w = ir_hw
+    ys, xs = np.meshgrid(np.linspace(0, h - 1, n), np.linspace(0, w - 1, n), indexing="ij")
+    Hi = np.linalg.inv(_normalised(H))
+    p = np.stack([xs.ravel(), ys.ravel(), np.ones(xs.size)]).T @ Hi.T
+    front = p[:, 2] > 1e-12
+    uv = p[:, :2] / np.where(front, p[:, 2], 1.0)[:, None]
+    vh, vw = vis_hw
+    inside = front & (uv[:, 0] >= 0) & (uv[:, 0] <= vw - 1) & (uv[:, 1] >= 0) & (uv[:, 1] <= vh - 1)
+    return float(inside.mean())
+
+
+def local_scale(H: np.ndarray, vis_hw: tuple[int, int]) -> float:
+    """``sqrt |det J|`` of ``H`` at the visible image's centre: the area scale there, as a length."""
+    H = _normalised(H)
+    x, y = (vis_hw[1] - 1) / 2.0, (vis_hw[0] - 1) / 2.0
+    d = H[2, 0] * x + H[2, 1] * y + H[2, 2]
+    u = apply(H, [[x, y]])[0]
+    J = (H[:2, :2] - np.outer(u, H[2, :2])) / d
+    return float(np.sqrt(abs(np.linalg.det(J))))
+
+
+def check_homography(H, vis_hw, ir_hw, name: str = "homography") -> list[str]:
+    """Raises AlignError (naming ``name``) when ``H`` maps the visible image away: not finite,
+    singular, the horizon crosses the image, or it covers under ``MIN_COVERAGE`` of the IR frame.
+    Returns warnings (implausible but usable): low coverage, extreme scale."""
+    H = np.asarray(H, np.float64)
+    if H.shape != (3, 3) or not np.all(np.isfinite(H)):
+        raise AlignError(f"{name}: expected a finite 3x3 matrix, got shape {H.shape}")
+    if abs(H[2, 2]) < 1e-12 or np.linalg.cond(H / np.abs(H).max()) > 1e12:
+        raise AlignError(f"{name}: the homography is singular (it maps the image onto a line)")
+    H = _normalised(H)
+    den = corners(vis_hw) @ H[2, :2] + H[2, 2]
+    if np.any(den <= 1e-9):
+        raise AlignError(f"{name}: the homography maps part of the visible image beyond the "
+                         "horizon (to infinity); is its direction vis->ir?")
+    cov = coverage(H, vis_hw, ir_hw)
+    if cov < MIN_COVERAGE:
+        raise AlignError(f"{name}: the homography maps the visible image away: it covers "
+                         f"{cov:.0%} of the IR frame ({ir_hw[0]}x{ir_hw[1]}); is its direction vis->ir?")
+    warns = []
+    if cov < WARN_COVERAGE:
+        warns.append(f"{name}: the warped visible image covers only {cov:.0%} of the IR frame")
+    s = local_scale(H, vis_hw)
+    if not SCALE_RANGE[0] <= s <= SCALE_RANGE[1]:
+        warns.append(f"{name}: implausible scale {s:.3g} between the images (expected "
+                     f"{SCALE_RANGE[0]:g}..{SCALE_RANGE[1]:g} for one camera rig)")
+    return warns
+
+
+# --- from points ---------------------------------------------------------------------------------
+
+def _hartley(p: np.ndarray) -> np.ndarray:
+    c = p.mean(axis=0)
+    d = np.sqrt(((p - c) ** 2).sum(axis=1)).mean()
+    s = np.sqrt(2.0) / d if d > 0 else 1.0
+    return np.array([[s, 0, -s * c[0]], [0, s, -s * c[1]], [0, 0, 1.0]])
+
+
+def _collinear(p: np.ndarray) -> bool:
+    q = p - p.mean(axis=0)
+    s = np.linalg.svd(q, compute_uv=False)
+    return s[0] == 0 or s[1] / s[0] < 1e-6
+
+
+def homography_from_points(vis_xy, ir_xy, name: str = "points") -> np.ndarray:
+    """Least-squares (normalised DLT) ``H`` with ``ir ~ H vis`` from ``(N, 2)`` point pairs,
+    N >= 4; exact for exact points. AlignError (naming ``name``) for too few or degenerate
+    points."""
+    a, b = np.asarray(vis_xy, np.float64), np.asarray(ir_xy, np.float64)
+    if a.ndim != 2 or a.shape[1] != 2 or a.shape != b.shape:
+        raise AlignError(f"{name}: expected two (N, 2) point arrays, got {a.shape} and {b.shape}")
+    n = len(a)
+    if n < 4:
+        raise AlignError(f"{name}: {n} point pair(s); a homography needs at least 4")
+    if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
+        raise AlignError(f"{name}: the points contain NaN or Inf")
+    for which, p in (("visible", a), ("IR", b)):
+        if _collinear(p):
+            raise AlignError(f"{name}: the {which} points are collinear (or coincide); a "
+                             "homography needs 4 points with no 3 on a line")
+    Ta, Tb = _hartley(a), _hartley(b)
+    pa = apply(Ta, a)
+    pb = apply(Tb, b)
+    A = np.zeros((2 * n, 9))
+    x, y, u, v = pa[:, 0], pa[:, 1], pb[:, 0], pb[:, 1]
+    A[0::2, 0:3] = np.stack([-x, -y, -np.ones(n)], 1)
+    A[0::2, 6:9] = np.stack([u * x, u * y, u], 1)
+    A[1::2, 3:6] = np.stack([-x, -y, -np.ones(n)], 1)
+    A[1::2, 6:9] = np.stack([v * x, v * y, v], 1)
+    _, s, vt = np.linalg.svd(A)
+    Hn = vt[-1].reshape(3, 3)
+    if s[-2] < 1e-9 * s[0] or np.linalg.cond(Hn) > 1e10:
+        raise AlignError(f"{name}: the points are degenerate (three of them on a line?): they "
+                         "determine no unique, invertible homography")
+    H = np.linalg.inv(Tb) @ Hn @ Ta
+    if abs(H[2, 2]) < 1e-12:
+        raise AlignError(f"{name}: the fitted homography maps the visible origin to infinity")
+    return H / H[2, 2]
+
+
+def read_points(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """A CSV file of clicked point pairs: a header line naming the columns ``x_vis, y_vis, x_ir,
+    y_ir`` (any order; other columns ignored), then one pair a line (``#`` comments and blank
+    lines skipped). Returns ``(vis_xy, ir_xy)``, ``(N, 2)`` float64 each; AlignError naming the
+    file otherwise (also for fewer than 4 pairs or collinear points)."""
+    path = os.fspath(path)
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            lines = [(i + 1, line) for i, line in enumerate(fh.read().splitlines())
+                     if line.strip() and not line.lstrip().startswith("#")]
+    except (OSError, UnicodeDecodeError) as e:
+        why = e.strerror if isinstance(e, OSError) and e.strerror else type(e).__name__
+        raise AlignError(f"{path}: cannot read the points file ({why})") from None
+    if not lines:
+        raise AlignError(f"{path}: empty points file (expected a header {','.join(POINT_COLUMNS)} "
+                         "and at least 4 point pairs)")
+    rows = list(csv.reader(line for _, line in lines))
+    header = [c.strip().lower() for c in rows[0]]
+    missing = [c for c in POINT_COLUMNS if c not in header]
+    if missing:
+        raise AlignError(f"{path}: line {lines[0][0]}: expected a header naming the columns "
+                         f"{','.join(POINT_COLUMNS)}; missing {', '.join(missing)}")
+    cols = [header.index(c) for c in POINT_COLUMNS]
+    values = []
+    for (lineno, _), row in zip(lines[1:], rows[1:]):
+        try:
+            values.append([float(row[c]) for c in cols])
+        except (ValueError, IndexError):
+            raise AlignError(f"{path}: line {lineno}: expected {len(header)} numbers "
+                             f"({','.join(header)}), got {','.join(row)!r}") from None
+    pts = np.array(values, np.float64).reshape(-1, 4)
+    if len(pts) < 4:
+        raise AlignError(f"{path}: {len(pts)} point pair(s); a homography needs at least 4")
+    if not np.all(np.isfinite(pts)):
+        raise AlignError(f"{path}: the points contain NaN or Inf")
+    for which, p in (("visible", pts[:, :2]), ("IR", pts[:, 2:])):
+        if _collinear(p):
+            raise AlignError(f"{path}: the {which} points are collinear (or coincide); a "
+                             "homography needs 4 points with no 3 on a line")
+    return pts[:, :2], pts[:, 2:]
+
+
+# --- automatic: ECC on gradient magnitudes ---------------------------------------------------------
+
+_MODELS = {"translation": [2, 5], "affine": [0, 1, 2, 3, 4, 5], "homography": list(range(8))}
+_UP = np.array([[2.0, 0, 0.5], [0, 2.0, 0.5], [0, 0, 1]])  # coarse -> fine pixel coordinates
+
+
+def _down(g: np.ndarray) -> np.ndarray:
+    """2x2 block means (odd last row/column dropped): coarse pixel (i, j) is centred at fine
+    ``(2i + 0.5, 2j + 0.5)``, i.e. ``fine = _UP @ coarse``."""
+    h, w = g.shape[0] // 2 * 2, g.shape[1] // 2 * 2
+    g = g[:h, :w]
+    return 0.25 * (g[0::2, 0::2] + g[1::2, 0::2] + g[0::2, 1::2] + g[1::2, 1::2])
+
+
+def _feature(g: np.ndarray) -> np.ndarray:
+    from scipy import ndimage
+
+    e = _edges(g, 1.0)
+    return ndimage.gaussian_filter(e, 1.0)
+
+
+def _norm_matrix(hw) -> np.ndarray:
+    h, w = hw
+    s = max(h, w) / 2.0
+    return np.array([[1 / s, 0, -(w - 1) / 2 / s], [0, 1 / s, -(h - 1) / 2 / s], [0, 0, 1]])
+
+
+def _ecc(T: np.ndarray, I: np.ndarray, W: np.ndarray, model: str, iters: int,
+         tol: float = 1e-3) -> tuple[np.ndarray, float]:
+    """ECC: maximises the correlation of ``T(x)`` and ``I(W x)`` over ``W`` (3x3, T grid -> I
+    grid), starting at ``W``; returns the best ``W`` and its correlation."""
+    h, w = T.shape
+    Iy, Ix = np.gradient(I)
+    Nt, Ni = _norm_matrix(T.shape), _norm_matrix(I.shape)
+    si = 1.0 / Ni[0, 0]
+    yy, xx = np.mgrid[0:h, 0:w]
+    xn = (xx.ravel() * Nt[0, 0] + Nt[0, 2])
+    yn = (yy.ravel() * Nt[1, 1] + Nt[1, 2])
+    tflat = T.ravel()
+    P = Ni @ _normalised(W) @ np.linalg.inv(Nt)
+    P = P / P[2, 2]
+    cols = _MODELS[model]
+    best = (P.copy(), -np.inf)
+    cpts = apply(Nt, corners(T.shape))
+    for _ in range(iters):
+        den = P[2, 0] * xn + P[2, 1] * yn + 1.0
+        front = den > 1e-9
+        den = np.where(front, den, 1.0)
+        un = (P[0, 0] * xn + P[0, 1] * yn + P[0, 2]) / den
+        vn = (P[1, 0] * xn + P[1, 1] * yn + P[1, 2]) / den
+        (iw, gx, gy), ok = _bilinear([I, Ix, Iy], (un - Ni[0, 2]) * si, (vn - Ni[1, 2]) * si)
+        ok &= front
+        if ok.sum() < 50:
+            break
+        t, iw, gx, gy = tflat[ok], iw[ok], gx[ok] * si, gy[ok] * si
+        x, y, d, u, v = xn[ok], yn[ok], den[ok], un[ok], vn[ok]
+        t = t - t.mean()
+        iw = iw - iw.mean()
+        tn, inn = np.linalg.norm(t), np.linalg.norm(iw)
+        if tn == 0 or inn == 0:
+            break
+        corr = float(t @ iw)
+        rho = corr / (tn * inn)
+        if rho > best[1]:
+            best = (P.copy(), rho)
+        g = np.empty((len(t), 8))
+        g[:, 0], g[:, 1], g[:, 2] = x * gx / d, y * gx / d, gx / d
+        g[:, 3], g[:, 4], g[:, 5] = x * gy / d, y * gy / d, gy / d
+        r = (u * gx + v * gy) / d
+        g[:, 6], g[:, 7] = -x * r, -y * r
+        G = g[:, cols]
+        G -= G.mean(axis=0)
+        Hs = G.T @ G
+        try:
+            ip = G.T @ iw
+            tp = G.T @ t
+            iph = np.linalg.solve(Hs, ip)
+            lam_n = inn ** 2 - ip @ iph
+            lam_d = corr - tp @ iph
+            if lam_d <= 0:
+                break
+            err = (lam_n / lam_d) * t - iw
+            dp = np.linalg.solve(Hs, G.T @ err)
+        except np.linalg.LinAlgError:
+            break
+        new = P.copy()
+        new.flat[np.asarray(cols)] += dp
+        moved = np.abs(apply(new, cpts) - apply(P, cpts)).max() * si
+        P = new
+        if moved < tol:
+            break
+    W_best = np.linalg.inv(Ni) @ best[0] @ Nt
+    return W_best / W_best[2, 2], best[1]
+
+
+def _shift_search(T: np.ndarray, I: np.ndarray, radius: int) -> tuple[tuple[int, int], float]:
+    """Best integer shift ``(dx, dy)`` with ``T(x, y) ~ I(x + dx, y + dy)`` by NCC (overlap >= half)."""
+    h, w = T.shape
+    hi, wi = I.shape
+    best, score = (0, 0), -np.inf
+    for dy in range(-radius, radius + 1):
+        for dx in range(-radius, radius + 1):
+            y0, y1 = max(0, -dy), min(h, hi - dy)
+            x0, x1 = max(0, -dx), min(w, wi - dx)
+            if (y1 - y0) * (x1 - x0) < 0.5 * h * w:
+                continue
+            s = _ncc(T[y0:y1, x0:x1], I[y0 + dy:y1 + dy, x0 + dx:x1 + dx])
+            if s > score:
+                best, score = (dx, dy), s
+    return best, score
+
+
+def estimate_homography(ir, vis, *, min_size: int = 32, iters: int = 60) -> np.ndarray:
+    """``H`` (vis -> IR, float64 3x3) maximising the correlation of gradient magnitudes (module
+    docstring). ``ir``, ``vis``: one image each, any layout/dtype ``fuse`` takes, any sizes."""
+    a, b = _gray64(ir, "ir"), _gray64(vis, "vis")
+    pa, pb = [a], [b]
+    while min(pa[-1].shape + pb[-1].shape) // 2 >= min_size and len(pa) < 6:
+        pa.append(_down(pa[-1]))
+        pb.append(_down(pb[-1]))
+    fa, fb = [_feature(g) for g in pa], [_feature(g) for g in pb]
+    top = len(pa) - 1
+    # Coarsest level: W maps IR coords -> vis coords. Identity, or the best integer shift.
+    (dx, dy), _ = _shift_search(fa[top], fb[top], radius=max(2, min(fa[top].shape) // 6))
+    W = np.array([[1.0, 0, dx], [0, 1.0, dy], [0, 0, 1]])
+    for model in ("translation", "affine", "homography"):
+        W, _ = _ecc(fa[top], fb[top], W, model, iters)
+    for level in range(top - 1, -1, -1):
+        W = _UP @ W @ np.linalg.inv(_UP)
+        W, _ = _ecc(fa[level], fb[level], W, "homography", iters if level else iters // 2)
+    H = np.linalg.inv(W)
+    return H / H[2, 2]
+
+
+# --- files ---------------------------------------------------------------------------------------
+
+@dataclass
+class Homography:
+    """A loaded ``H.json``: ``H`` (vis -> IR), the image sizes it was fitted for (``(H, W)``, None
+    when unknown), the file ``name`` and its other fields in ``meta``."""
+    H: np.ndarray
+    ir_size: tuple[int, int] | None
+    vis_size: tuple[int, int] | None
+    name: str = "homography"
+    meta: dict = field(default_factory=dict)
+
+    def check_sizes(self, ir_hw, vis_hw, where: str = "") -> list[str]:
+        """AlignError when the images are not the sizes it was fitted for, or when it maps the
+        visible image away (``check_homography``); returns the latter's warnings."""
+        at = f" ({where})" if where else ""
+        for what, want, have in (("IR", self.ir_size, ir_hw), ("visible", self.vis_size, vis_hw)):
+            if want is not None and tuple(want) != tuple(have):
+                raise AlignError(f"{self.name}: fitted for {what} images of {want[0]}x{want[1]}, "
+                                 f"but the {what} image is {have[0]}x{have[1]} (H x W){at}")
+        return check_homography(self.H, vis_hw, ir_hw, self.name)
+
+
+def save_homography(path, H, *, ir_size, vis_size, method: str, quality: dict | None = None,
+                    **extra) -> dict:
+    """Writes ``H.json`` (format: docs/deploy.md); returns the document."""
+    H = _normalised(H)
+    doc = {"format": FORMAT, "format_version": FORMAT_VERSION, "direction": DIRECTION,
+           "H": [[float(v) for v in row] for row in H],
+           "convention": "[x_ir, y_ir, w] = H @ [x_vis, y_vis, 1]; x = column, y = row, origin at "
+                         "the centre of the top-left pixel",
+           "ir_size": [int(v) for v in ir_size], "vis_size": [int(v) for v in vis_size],
+           "method": method, "quality": quality or {},
+           "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+           **extra}
+    path = os.fspath(path)
+    d = os.path.dirname(path)
+    if d:
+        os.makedirs(d, exist_ok=True)
+    tmp = os.path.join(d, f".{os.path.basename(path)}.tmp-{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(doc, fh, indent=2)
+        fh.write("\n")
+    os.replace(tmp, path)
+    return doc
+
+
+def _size(doc, key, name):
+    v = doc.get(key)
+    if v is None:
+        return None
+    if (not isinstance(v, (list, tuple)) or len(v) != 2
+            or not all(isinstance(x, int) and x > 0 for x in v)):
+        raise AlignError(f"{name}: {key} must be [height, width], got {v!r}")
+    return int(v[0]), int(v[1])
+
+
+def load_homography(path: str | os.PathLike) -> Homography:
+    """Reads ``H.json`` (a 3x3 ``H``, vis -> IR); AlignError naming the file when it is not one.
+    A bare JSON 3x3 list is accepted too (sizes unknown)."""
+    name = os.fspath(path)
+    try:
+        with open(name, encoding="utf-8") as fh:
+            doc = json.load(fh)
+    except OSError as e:
+        raise AlignError(f"{name}: cannot read the homography file ({e.strerror or e})") from None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise AlignError(f"{name}: not a JSON homography file ({type(e).__name__}: "
+                         f"{' '.join(str(e).split())})") from None
+    if isinstance(doc, list):
+        doc = {"H": doc}
+    if not isinstance(doc, dict) or "H" not in doc:
+        raise AlignError(f"{name}: not a homography file (expected a JSON object with a 3x3 'H', "
+                         "written by patchfuse align)")
+    if doc.get("format_version", 1) > FORMAT_VERSION:
+        raise AlignError(f"{name}: format_version {doc['format_version']} is newer than this "
+                         f"patchfuse_jax reads ({FORMAT_VERSION})")
+    if doc.get("direction", DIRECTION) != DIRECTION:
+        raise AlignError(f"{name}: direction {doc['direction']!r}; expected {DIRECTION!r}")
+    try:
+        H = np.array(doc["H"], np.float64)
+    except (TypeError, ValueError):
+        H = np.zeros(0)
+    if H.shape != (3, 3) or not np.all(np.isfinite(H)):
+        raise AlignError(f"{name}: 'H' must be a finite 3x3 matrix of numbers")
+    if abs(H[2, 2]) < 1e-12 or np.linalg.cond(H / max(np.abs(H).max(), 1e-300)) > 1e12:
+        raise AlignError(f"{name}: the homography is singular (it maps the image onto a line)")
+    return Homography(_normalised(H), _size(doc, "ir_size", name), _size(doc, "vis_size", name),
+                      name, {k: v for k, v in doc.items() if k != "H"})
+
+
+def as_homography(h) -> Homography:
+    """A ``Homography`` from one, a path to ``H.json`` or a 3x3 array-like (vis -> IR)."""
+    if isinstance(h, Homography):
+        return h
+    if isinstance(h, (str, os.PathLike)):
+        return load_homography(h)
+    H = np.asarray(h, np.float64)
+    if H.shape != (3, 3) or not np.all(np.isfinite(H)):
+        raise AlignError(f"homography: expected a finite 3x3 matrix or a path to H.json, got "
+                         f"shape {H.shape}")
+    return Homography(_normalised(H), None, None)
+
+
+def warp_inputs(ir, vis, homography):
+    """``fuse``'s hook: ``vis`` (one image or a batch, as ``fuse`` takes them) warped onto the
+    grid of ``ir`` by ``homography`` (3x3 vis -> IR, or a path to ``H.json``); dtype kept. Batches
+    come back as a list."""
+    from patchfuse_jax import layouts
+
+    hom = as_homography(homography)
+    single = not isinstance(ir, (list, tuple)) and layouts._is_one_image(np.asarray(ir))
+    irs = [np.asarray(ir)] if single else [np.asarray(a) for a in ir]
+    viss = [np.asarray(vis)] if single else [np.asarray(b) for b in vis]
+    if len(irs) != len(viss):
+        raise ValueError(f"fuse: {len(irs)} IR images but {len(viss)} visible images")
+    out, warps = [], {}
+    for a, b in zip(irs, viss):
+        key = (a.shape[:2], b.shape[:2])
+        if key not in warps:
+            for w in hom.check_sizes(a.shape[:2], b.shape[:2]):
+                import warnings
+                warnings.warn(w, stacklevel=3)
+            warps[key] = Warp(hom.H, b.shape[:2], a.shape[:2])
+        out.append(warps[key](b))
+    return out[0] if single else out
+
+
+# --- the command ---------------------------------------------------------------------------------
+
+def align(ir_path, vis_path, out, *, points=None) -> tuple[dict, list[str]]:
+    """``patchfuse align``: fits ``H`` (from the images, or from the ``points`` CSV), checks it and
+    writes ``out`` (H.json). Returns the document and the warnings."""
+    ir, vis = io.read_image(ir_path), io.read_image(vis_path)
+    ir_hw, vis_hw = ir.shape[:2], vis.shape[:2]
+    extra = {"ir": os.fspath(ir_path), "vis": os.fspath(vis_path)}
+    quality: dict = {}
+    if points is not None:
+        a, b = read_points(points)
+        H = homography_from_points(a, b, name=os.fspath(points))
+        res = np.linalg.norm(apply(H, a) - b, axis=1)
+        quality.update(points=len(a), rms_px=float(np.sqrt(np.mean(res ** 2))),
+                       max_px=float(res.max()))
+        method, name = "points", os.fspath(points)
+        extra["points"] = os.fspath(points)
+    else:
+        H = estimate_homography(ir, vis)
+        method, name = "ecc", f"{ir_path} / {vis_path}"
+    warns = check_homography(H, vis_hw, ir_hw, name)
+    before = edge_overlap(ir, vis)  # identity: the pair as it is
+    after = edge_overlap(ir, vis, H)
+    quality.update(edge_overlap_before=round(before, 4), edge_overlap_after=round(after, 4),
+                   coverage=round(coverage(H, vis_hw, ir_hw), 4),
+                   scale=round(local_scale(H, vis_hw), 4))
+    moved = float(np.abs(apply(H, corners(vis_hw)) - corners(vis_hw)).max())
+    if after < before - 0.005 and moved > 0.5:
+        warns.append(f"{name}: the fit does not improve the edge overlap ({before:.3f} -> "
+                     f"{after:.3f}); check the images, or give --points")
+    quality["plausible"] = not warns
+    doc = save_homography(out, H, ir_size=ir_hw, vis_size=vis_hw, method=method, quality=quality,
+                          **extra)
+    return doc, warns
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ir", required=True, help="the IR image (its grid is the target)")
+    p.add_argument("--vis", required=True, help="the visible image (mapped onto the IR image)")
+    p.add_argument("--out", required=True, help="the homography file to write, e.g. H.json")
+    p.add_argument("--points", default=None,
+                   help="CSV of >= 4 clicked point pairs, header x_vis,y_vis,x_ir,y_ir "
+                        "(default: automatic, ECC on gradient magnitudes)")
+
+
+def run(args: argparse.Namespace) -> None:
+    """``patchfuse align`` from parsed arguments: one summary line on stdout, warnings on stderr."""
+    doc, warns = align(args.ir, args.vis, args.out, points=args.points)
+    for w in warns:
+        print(f"{PROG}: warning: {w}", file=sys.stderr)
+    q = doc["quality"]
+    H = np.array(doc["H"])
+    moved = np.abs(apply(H, corners(doc["vis_size"])) - corners(doc["vis_size"])).max()
+    fit = f", {q['points']} points, rms {q['rms_px']:.3f} px" if doc["method"] == "points" else ""
+    print(f"wrote {args.out}: {doc['method']} homography vis->ir{fit}, corners move up to "
+          f"{moved:.1f} px; edge overlap {q['edge_overlap_before']:.3f} -> "
+          f"{q['edge_overlap_after']:.3f} (NCC of gradient magnitudes), covers "
+          f"{q['coverage']:.0%} of the IR frame")
