@@ -3,9 +3,13 @@
 Commands::
 
     export   --workdir=W --out=model.msgpack [--step=S] [--dtype=float32|float16]
+    export   --format=onnx --out=model.onnx [--workdir=W_or_file_or_pretrained] [--bn=image|running]
     fuse     --ir_dir=A --vis_dir=B --out_dir=C [--split=FILE] [--checkpoint=W_or_file [--step=S]]
              [--color] [--tile=N --overlap=M] [--bits=8|16] [--ir_norm=none|minmax|percentile]
-             [--bn=running|image] [--batch_size=K] [--overwrite] [--no-progress]
+             [--bn=running|image] [--batch_size=K] [--overwrite] [--no-progress] [--homography=H.json]
+    fuse     --ir_video=ir.mp4_or_DIR --vis_video=vis.mp4_or_DIR --out=fused.mp4_or_DIR [--color]
+             [--side_by_side] [--start=N] [--frames=N] [--sync=strict|drop] [--fps=F] [...as above]
+    align    --ir=a.png --vis=b.png --out=H.json [--points=pts.csv]
 
 Every command is one ``_Command`` in ``COMMANDS``: a name, a help line, a function adding its
 arguments to an argparse sub-parser and a function running it; add one there to add a command
@@ -37,17 +41,53 @@ class _Command(NamedTuple):
 # --- export --------------------------------------------------------------------------------------
 
 def _export_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--workdir", required=True,
-                   help="training run folder (or an exported file to re-export)")
-    p.add_argument("--out", required=True, help="file to write, e.g. model.msgpack")
+    p.add_argument("--workdir", "--checkpoint", dest="workdir", default=None,
+                   help="training run folder (or an exported file to re-export); with --format=onnx "
+                   "also 'pretrained', the shipped weights, which are its default")
+    p.add_argument("--out", required=True, help="file to write, e.g. model.msgpack or model.onnx")
     p.add_argument("--step", type=int, default=None, help="checkpoint step (default: the latest)")
     p.add_argument("--dtype", choices=("float32", "float16"), default="float32",
                    help="storage type of the weights (float16 halves the file; loaded as float32)")
+    p.add_argument("--format", choices=("msgpack", "onnx"), default="msgpack",
+                   help="msgpack (default: patchfuse_jax's own file) or onnx (ONNX Runtime, "
+                   "TensorRT; docs/onnx.md)")
+    p.add_argument("--bn", choices=("running", "image"), default=None,
+                   help="--format=onnx: BatchNorm mode baked into the model (default: image)")
+    p.add_argument("--opset", type=int, default=None, help="--format=onnx: ONNX opset (default 17)")
+
+
+def _export_onnx_run(args: argparse.Namespace) -> None:
+    from patchfuse_jax.inference import load_checkpoint, pretrained
+    from patchfuse_jax.onnx_export import DEFAULT_OPSET, export_onnx
+
+    if args.dtype != "float32":
+        raise CommandError(f"{PROG} export: error: --dtype={args.dtype}: the ONNX export is float32 only")
+    shipped = args.workdir in (None, "pretrained")
+    if shipped and args.step is not None:
+        raise CommandError(f"{PROG} export: error: --step needs --workdir=W (the shipped weights "
+                           "hold one step)")
+    params = pretrained() if shipped else load_checkpoint(args.workdir, args.step)
+    source = "the shipped weights" if shipped else args.workdir
+    opset = DEFAULT_OPSET if args.opset is None else args.opset
+    meta = export_onnx(params, args.out, bn=args.bn or "image", opset=opset,
+                       source="pretrained" if shipped else os.path.basename(os.path.normpath(source)))
+    arch = " ".join(f"{k}={v}" for k, v in sorted(params.arch_dict.items()))
+    n = int(meta["bytes"])
+    size = f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB"
+    print(f"wrote {args.out} ({size}): ONNX generator (opset {opset}, bn={meta['bn']}, inputs "
+          f"padded to multiples of {meta['pad_multiple']}) at step {params.step} of {source} ({arch})")
 
 
 def _export_run(args: argparse.Namespace) -> None:
     from patchfuse_jax.export import export_generator
 
+    if args.format == "onnx":
+        return _export_onnx_run(args)
+    if args.bn is not None or args.opset is not None:
+        raise CommandError(f"{PROG} export: error: --bn and --opset apply to --format=onnx only")
+    if args.workdir is None:
+        raise CommandError(f"{PROG} export: error: the following arguments are required: --workdir "
+                           f"(see {PROG} export --help)")
     meta = export_generator(args.workdir, args.out, step=args.step, dtype=args.dtype)
     arch = " ".join(f"{k}={v}" for k, v in sorted(meta["arch"].items()))
     n = meta["bytes"]
@@ -70,11 +110,28 @@ def _fuse_run(args: argparse.Namespace) -> None:
     run(args)
 
 
+# --- align (patchfuse_jax/align.py) --------------------------------------------------------------
+
+def _align_arguments(p: argparse.ArgumentParser) -> None:
+    from patchfuse_jax.align import add_arguments  # light: numpy only
+
+    add_arguments(p)
+
+
+def _align_run(args: argparse.Namespace) -> None:
+    from patchfuse_jax.align import run
+
+    run(args)
+
+
 COMMANDS = (
     _Command("export", "write a training run's generator (weights, architecture, provenance) "
-             "to one .msgpack file", _export_arguments, _export_run),
+             "to one .msgpack file, or as ONNX (--format=onnx)", _export_arguments, _export_run),
     _Command("fuse", "fuse every IR/visible pair of two folders (matched by file stem) into "
-             "OUT_DIR/<stem>.png", _fuse_arguments, _fuse_run),
+             "OUT_DIR/<stem>.png, or two videos / frame folders into a video (--ir_video, "
+             "--vis_video, --out)", _fuse_arguments, _fuse_run),
+    _Command("align", "estimate the homography that maps a visible image onto its IR image "
+             "(automatic, or from clicked points) into H.json", _align_arguments, _align_run),
 )
 
 

@@ -351,9 +351,11 @@ def _down(g: np.ndarray) -> np.ndarray:
 
 
 def _feature(g: np.ndarray) -> np.ndarray:
+    """Gradient magnitude over its local mean (local contrast normalised), lightly smoothed."""
     from scipy import ndimage
 
     e = _edges(g, 1.0)
+    e = e / (ndimage.gaussian_filter(e, 8.0) + 0.1 * e.mean() + 1e-12)
     return ndimage.gaussian_filter(e, 1.0)
 
 
@@ -364,7 +366,7 @@ def _norm_matrix(hw) -> np.ndarray:
 
 
 def _ecc(T: np.ndarray, I: np.ndarray, W: np.ndarray, model: str, iters: int,
-         tol: float = 1e-3) -> tuple[np.ndarray, float]:
+         tol: float = 0.01) -> tuple[np.ndarray, float]:
     """ECC: maximises the correlation of ``T(x)`` and ``I(W x)`` over ``W`` (3x3, T grid -> I
     grid), starting at ``W``; returns the best ``W`` and its correlation."""
     h, w = T.shape
@@ -448,7 +450,7 @@ def _shift_search(T: np.ndarray, I: np.ndarray, radius: int) -> tuple[tuple[int,
     return best, score
 
 
-def estimate_homography(ir, vis, *, min_size: int = 32, iters: int = 60) -> np.ndarray:
+def estimate_homography(ir, vis, *, min_size: int = 64, iters: int = 50) -> np.ndarray:
     """``H`` (vis -> IR, float64 3x3) maximising the correlation of gradient magnitudes (module
     docstring). ``ir``, ``vis``: one image each, any layout/dtype ``fuse`` takes, any sizes."""
     a, b = _gray64(ir, "ir"), _gray64(vis, "vis")
@@ -459,13 +461,17 @@ def estimate_homography(ir, vis, *, min_size: int = 32, iters: int = 60) -> np.n
     fa, fb = [_feature(g) for g in pa], [_feature(g) for g in pb]
     top = len(pa) - 1
     # Coarsest level: W maps IR coords -> vis coords. Identity, or the best integer shift.
-    (dx, dy), _ = _shift_search(fa[top], fb[top], radius=max(2, min(fa[top].shape) // 6))
+    (dx, dy), _ = _shift_search(fa[top], fb[top], radius=max(2, min(fa[top].shape) // 8))
     W = np.array([[1.0, 0, dx], [0, 1.0, dy], [0, 0, 1]])
-    for model in ("translation", "affine", "homography"):
-        W, _ = _ecc(fa[top], fb[top], W, model, iters)
-    for level in range(top - 1, -1, -1):
-        W = _UP @ W @ np.linalg.inv(_UP)
-        W, _ = _ecc(fa[level], fb[level], W, "homography", iters if level else iters // 2)
+    for level in range(top, -1, -1):
+        if level < top:
+            W = _UP @ W @ np.linalg.inv(_UP)
+        models = (("translation", "affine") if level == top else ("affine",)) if level > 1 \
+            else ("homography",)
+        if top == 0:
+            models = ("translation", "affine", "homography")
+        for model in models:
+            W, _ = _ecc(fa[level], fb[level], W, model, iters if level else iters // 2)
     H = np.linalg.inv(W)
     return H / H[2, 2]
 

@@ -102,6 +102,13 @@ class Config:
                                          "(losses.contrast_loss; not in the paper: 0).")
     contrast_window: int = _field(7, "Window (pixels per side) of the local-contrast term's "
                                       "standard deviations.")
+    global_contrast_weight: float = _field(0.0, "Weight of a global-contrast term added to Eq. 6: "
+                                                "each image's standard deviation vs the stronger "
+                                                "source's (losses.global_contrast_loss; not in "
+                                                "the paper: 0).")
+    cc_weight: float = _field(0.0, "Weight of a correlation term added to Eq. 6: 1 - the mean "
+                                   "Pearson correlation with the sources (losses.correlation_loss; "
+                                   "not in the paper: 0).")
     init: str = _field("flax", "flax (LeCun normal convs) | pix2pix (N(0, 0.02) convs, N(1, 0.02) "
                                "norm scales).")
     # Optimiser (the same Adam for all three networks).
@@ -170,6 +177,8 @@ class Config:
         need(self.detail_weight >= 0, "detail_weight", "must be >= 0")
         need(self.ir_intensity_weight >= 0, "ir_intensity_weight", "must be >= 0")
         need(self.contrast_weight >= 0, "contrast_weight", "must be >= 0")
+        need(self.cc_weight >= 0, "cc_weight", "must be >= 0")
+        need(self.global_contrast_weight >= 0, "global_contrast_weight", "must be >= 0")
         need(2 <= self.contrast_window <= min(self.crop_size), "contrast_window",
              "must be at least 2 and at most the crop size")
         need(self.selection in ("mean_rank", "wins_average"), "selection",

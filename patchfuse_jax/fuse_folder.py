@@ -3,8 +3,10 @@
     python -m patchfuse_jax fuse --ir_dir=A --vis_dir=B --out_dir=C [--split=FILE]
         [--checkpoint=WORKDIR_or_exported.msgpack [--step=S]] [--color] [--tile=N --overlap=M]
         [--bits=8|16] [--ir_norm=none|minmax|percentile [--percentiles=1,99]]
-        [--bn=running|image] [--batch_size=K] [--overwrite] [--no-progress]
+        [--bn=running|image] [--batch_size=K] [--overwrite] [--no-progress] [--homography=H.json]
 
+(Videos and frame folders: ``--ir_video/--vis_video/--out``, ``patchfuse_jax.video``.) With
+``--homography`` every visible image is first warped onto its IR image (``patchfuse_jax.align``).
 Pairs are matched by file stem exactly as ``evaluate.py`` matches them
 (:func:`patchfuse_jax.evaluation.match_pairs`, ``--split`` files by ``read_split``). Without
 ``--checkpoint`` the package's shipped weights (``pretrained()``) are used; the model (source,
@@ -58,9 +60,9 @@ def _percentiles(text: str) -> tuple[float, float]:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The arguments of ``patchfuse fuse`` (see the module docstring)."""
-    p.add_argument("--ir_dir", required=True, help="folder of infrared images")
-    p.add_argument("--vis_dir", required=True, help="folder of visible images (paired by file stem)")
-    p.add_argument("--out_dir", required=True,
+    p.add_argument("--ir_dir", default=None, help="folder of infrared images")
+    p.add_argument("--vis_dir", default=None, help="folder of visible images (paired by file stem)")
+    p.add_argument("--out_dir", default=None,
                    help="folder for the fused images, OUT_DIR/<stem>.png (created if needed)")
     p.add_argument("--split", default=None,
                    help="file of stems to fuse, one per line ('#' comments); default: all pairs")
@@ -88,15 +90,36 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="redo outputs that exist (default: skip them)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
                    help="progress bar on stderr (--no-progress: none)")
+    p.add_argument("--homography", default=None, metavar="H.json",
+                   help="warp every visible image onto its IR image first (patchfuse align; one "
+                        "homography for a fixed camera rig)")
+    from patchfuse_jax import video  # light: numpy only
+
+    video.add_arguments(p)
 
 
 def run(args: argparse.Namespace) -> None:
-    """``patchfuse fuse`` from parsed arguments: fuses, then prints one summary line on stdout."""
+    """``patchfuse fuse`` from parsed arguments: fuses, then prints one summary line on stdout.
+    ``--ir_video``/``--vis_video`` switch to videos (``patchfuse_jax.video``)."""
+    if getattr(args, "ir_video", None) or getattr(args, "vis_video", None):
+        from patchfuse_jax import video
+
+        video.run(args)
+        return
+    missing = [f"--{k}" for k in ("ir_dir", "vis_dir", "out_dir") if not getattr(args, k)]
+    if missing:
+        raise FuseFolderError(f"missing {', '.join(missing)} (folders need --ir_dir, --vis_dir and "
+                              "--out_dir; videos --ir_video, --vis_video and --out)")
+    for flag in ("out", "side_by_side", "frames", "fps"):
+        if getattr(args, flag, None):
+            raise FuseFolderError(f"--{flag} is for videos (--ir_video/--vis_video); folders write "
+                                  "to --out_dir")
     report = fuse_folder(
         args.ir_dir, args.vis_dir, args.out_dir, split=args.split, checkpoint=args.checkpoint,
         step=args.step, color=args.color, tile=args.tile, overlap=args.overlap, bits=args.bits,
         ir_norm=args.ir_norm, percentiles=args.percentiles, bn=args.bn,
-        batch_size=args.batch_size, overwrite=args.overwrite, progress=args.progress)
+        batch_size=args.batch_size, overwrite=args.overwrite, progress=args.progress,
+        homography=args.homography)
     print(report.summary())
 
 
@@ -180,10 +203,19 @@ def _header_hw(path: str) -> tuple[int, int]:
     return int(shape[0]), int(shape[1])
 
 
-def _check_sizes(pending: dict[str, tuple[str, str]]) -> dict[str, tuple[int, int]]:
-    hw = {}
+def _check_sizes(pending: dict[str, tuple[str, str]], hom=None) -> dict[str, tuple[int, int]]:
+    """``{stem: (H, W)}`` of the IR images; with a homography ``hom`` the visible image may
+    differ in size (checked against ``hom`` and its coverage instead)."""
+    hw, checked = {}, set()
     for stem, (ir_path, vis_path) in pending.items():
         a, b = _header_hw(ir_path), _header_hw(vis_path)
+        if hom is not None:
+            if (a, b) not in checked:
+                for w in hom.check_sizes(a, b, f"{stem}: {ir_path} / {vis_path}"):
+                    _stderr(f"{PROG}: warning: {w}")
+                checked.add((a, b))
+            hw[stem] = a
+            continue
         if a != b:
             raise FuseFolderError(f"{stem}: ir {ir_path} is {a[0]}x{a[1]} but vis {vis_path} is "
                                   f"{b[0]}x{b[1]} (H x W); a pair must have one size")
@@ -208,11 +240,20 @@ def _is_colour(img: np.ndarray) -> bool:
     return not (np.array_equal(img[..., 0], img[..., 1]) and np.array_equal(img[..., 0], img[..., 2]))
 
 
-def _read_pair(stem, ir_path, vis_path, color: bool):
+def _read_pair(stem, ir_path, vis_path, color: bool, warps=None):
     """The pair as ``fuse`` takes it: IR gray (``io.to_gray``, dtype kept, gray-as-RGB exact);
-    visible RGB(A) when ``color`` and it has colour, else gray."""
+    visible RGB(A) when ``color`` and it has colour, else gray. ``warps``: ``(hom, cache)``, the
+    visible image warped onto the IR grid first (as ``fuse(..., homography=)`` does)."""
     ir = io.to_gray(io.read_image(ir_path), name=ir_path)
     vis = io.read_image(vis_path)
+    if warps is not None:
+        from patchfuse_jax import align
+
+        hom, cache = warps
+        key = (ir.shape[:2], vis.shape[:2])
+        if key not in cache:
+            cache[key] = align.Warp(hom.H, vis.shape[:2], ir.shape[:2])
+        vis = cache[key](vis)
     if not (color and _is_colour(vis)):
         vis = io.to_gray(vis, name=vis_path)
     if ir.shape[:2] != vis.shape[:2]:
@@ -265,15 +306,21 @@ def _to_pixels(y: np.ndarray, hw: tuple[int, int], stem: str) -> np.ndarray:
 def fuse_folder(ir_dir, vis_dir, out_dir, *, split=None, checkpoint=None, step=None,
                 color=False, tile=None, overlap=DEFAULT_OVERLAP, bits=8, ir_norm="none",
                 percentiles=(1.0, 99.0), bn="image", batch_size=DEFAULT_BATCH_SIZE,
-                overwrite=False, progress=True, params=None) -> Report:
+                overwrite=False, progress=True, params=None, homography=None) -> Report:
     """Fuses every pair of ``ir_dir`` / ``vis_dir`` (or the stems of the ``split`` file) into
     ``out_dir/<stem>.png``; see the module docstring. ``params`` (``FuseParams``) replaces
-    ``checkpoint``. Returns a :class:`Report`."""
+    ``checkpoint``. ``homography`` (``H.json`` or a 3x3 array, vis -> IR): every visible image is
+    warped onto its IR image first (``patchfuse_jax.align``). Returns a :class:`Report`."""
     from tqdm import tqdm
 
     from patchfuse_jax.evaluation import match_pairs, prepare_out_dir, read_split
 
     _check_options(batch_size, ir_norm, percentiles, bits, step, checkpoint)
+    hom = None
+    if homography is not None:
+        from patchfuse_jax import align
+
+        hom = align.as_homography(homography)
     stems = None if split is None else read_split(split)
     pairs = match_pairs(os.fspath(ir_dir), os.fspath(vis_dir), stems)
 
@@ -293,7 +340,7 @@ def fuse_folder(ir_dir, vis_dir, out_dir, *, split=None, checkpoint=None, step=N
                   percentiles=tuple(percentiles))
     out_path = {s: os.path.join(out_dir, s + OUT_EXT) for s in pairs}
     pending = {s: p for s, p in pairs.items() if overwrite or not os.path.exists(out_path[s])}
-    hw = _check_sizes(pending)  # size mismatches and unreadable headers, before computing
+    hw = _check_sizes(pending, hom)  # size mismatches and unreadable headers, before computing
     if params is None:
         params, model = _load_model(checkpoint, step)
     else:
@@ -322,12 +369,15 @@ def fuse_folder(ir_dir, vis_dir, out_dir, *, split=None, checkpoint=None, step=N
         groups.setdefault(key, []).append(s)
     chunks = [g[i:i + batch_size] for g in groups.values() for i in range(0, len(g), batch_size)]
 
+    warp_cache: dict = {}
     bar = tqdm(total=len(pending), desc="fuse", unit="img", file=sys.stderr,
                disable=not progress or not pending)
     try:
         for chunk in chunks:
             try:
-                images = {s: _read_pair(s, *pending[s], color=color) for s in chunk}
+                images = {s: _read_pair(s, *pending[s], color=color,
+                                        warps=None if hom is None else (hom, warp_cache))
+                          for s in chunk}
             except io.ImageError as e:
                 raise FuseFolderError(f"{e}; stopped after writing {len(report.written)} of "
                                       f"{len(pending)} output(s) (a rerun skips them)") from None

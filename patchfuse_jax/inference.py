@@ -247,7 +247,7 @@ def _run(fn, params: FuseParams, ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
 
 def fuse(params: FuseParams, ir, vis, bn: str = DEFAULT_BN, *, color: bool = False,
          tile=None, overlap: int = 32, ir_norm: str = "none",
-         percentiles=(1.0, 99.0)) -> np.ndarray:
+         percentiles=(1.0, 99.0), homography=None) -> np.ndarray:
     """Fuses one pair or a batch (layouts, dtypes and ``ir_norm``: ``patchfuse_jax.layouts``).
 
     Returns float32 in [0, 1]: ``(H, W)`` for one pair, ``(B, H, W)`` for a batch; with
@@ -257,7 +257,9 @@ def fuse(params: FuseParams, ir, vis, bn: str = DEFAULT_BN, *, color: bool = Fal
     gray result. ``bn``: see the module docstring. ``tile=N`` (or ``(H, W)``, rounded up to a
     multiple of ``2**num_downs``) fuses overlapping tiles blended over ``overlap`` pixels
     (``patchfuse_jax.tiling``): memory bounded by the tile, result close to, not equal to, the
-    untiled one."""
+    untiled one. ``homography`` (3x3 array, vis -> IR, or a path to ``H.json`` from
+    ``patchfuse align``): each visible image is first warped onto its IR image's grid (bilinear,
+    0 outside the visible image; ``patchfuse_jax.align``), so ``vis`` may differ in size."""
     if not isinstance(params, FuseParams):
         raise TypeError("fuse: params must come from patchfuse_jax.load_checkpoint(path) or "
                         "patchfuse_jax.pretrained()")
@@ -267,6 +269,9 @@ def fuse(params: FuseParams, ir, vis, bn: str = DEFAULT_BN, *, color: bool = Fal
         ir = np.asarray(ir)
     if isinstance(vis, jax.Array):
         vis = np.asarray(vis)
+    if homography is not None:
+        from patchfuse_jax.align import warp_inputs
+        vis = warp_inputs(ir, vis, homography)
     prep = layouts.prepare(ir, vis, color=color, ir_norm=ir_norm, percentiles=percentiles)
     if tile_hw is None:
         y = _run(fn, params, prep.ir, prep.vis)

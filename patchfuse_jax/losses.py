@@ -88,6 +88,32 @@ def contrast_loss(fused: jax.Array, ir: jax.Array, vis: jax.Array, size: int = 7
     return jnp.mean(jnp.abs(local_std(fused, size) - target))
 
 
+def global_contrast_loss(fused: jax.Array, ir: jax.Array, vis: jax.Array) -> jax.Array:
+    """Not in the paper (``--global_contrast_weight``): ``mean_b | sd(f) - max(sd(ir), sd(vis)) |``
+    with ``sd`` each image's standard deviation over all its pixels: the fused image should span
+    the stronger source's range of grey levels (the field's SD metric; Average fusion narrows it
+    wherever the sources disagree)."""
+    def sd(x):
+        return jnp.std(x, axis=(1, 2, 3))
+    return jnp.mean(jnp.abs(sd(fused) - jnp.maximum(sd(ir), sd(vis))))
+
+
+def correlation(x: jax.Array, y: jax.Array) -> jax.Array:
+    """Per-image Pearson correlation ``(B,)`` of ``(B, H, W, C)`` images over their pixels."""
+    xc = x - jnp.mean(x, axis=(1, 2, 3), keepdims=True)
+    yc = y - jnp.mean(y, axis=(1, 2, 3), keepdims=True)
+    num = jnp.sum(xc * yc, axis=(1, 2, 3))
+    return num / jnp.sqrt(jnp.sum(xc * xc, axis=(1, 2, 3)) * jnp.sum(yc * yc, axis=(1, 2, 3)) + 1e-12)
+
+
+def correlation_loss(fused: jax.Array, ir: jax.Array, vis: jax.Array) -> jax.Array:
+    """Not in the paper (``--cc_weight``): ``L_cc = 1 - (corr(f, ir) + corr(f, vis)) / 2``, mean
+    over the batch: the field's CC metric as a loss. Unlike L_mse it does not change when the
+    fused image's contrast is stretched, so it keeps the sources' structure without holding the
+    output at the pixel average's contrast (issue 20)."""
+    return 1.0 - 0.5 * jnp.mean(correlation(fused, ir) + correlation(fused, vis))
+
+
 def ir_intensity_loss(fused: jax.Array, ir: jax.Array, w: jax.Array) -> jax.Array:
     """Not in the paper (``--ir_intensity_weight``): W weighting a content term, so that the
     fused image keeps the IR intensity where W is high,
@@ -103,10 +129,12 @@ def ir_intensity_loss(fused: jax.Array, ir: jax.Array, w: jax.Array) -> jax.Arra
 def generator_loss(l_ssim, l_mse, adv_ir, adv_vis, *, gamma: float, lam: float,
                    ssim_weight: float = 1.0, mse_weight: float = 1.0, l_detail=0.0,
                    detail_weight: float = 0.0, l_int=0.0, int_weight: float = 0.0, l_con=0.0,
-                   con_weight: float = 0.0) -> jax.Array:
+                   con_weight: float = 0.0, l_cc=0.0, cc_weight: float = 0.0, l_gcon=0.0,
+                   gcon_weight: float = 0.0) -> jax.Array:
     """Eq. 6: ``L_G = L_ssim + L_mse + gamma * L_adv_ir + lambda * L_adv_vis``; the content
     terms may be weighted (``ssim_weight``, ``mse_weight``; the paper's weights are 1), and
-    ``detail_weight * l_detail``, ``int_weight * l_int`` and ``con_weight * l_con`` added (0 in
-    the paper)."""
+    ``detail_weight * l_detail``, ``int_weight * l_int``, ``con_weight * l_con``,
+    ``gcon_weight * l_gcon`` and ``cc_weight * l_cc`` added (0 in the paper)."""
     return (ssim_weight * l_ssim + mse_weight * l_mse + gamma * adv_ir + lam * adv_vis
-            + detail_weight * l_detail + int_weight * l_int + con_weight * l_con)
+            + detail_weight * l_detail + int_weight * l_int + con_weight * l_con
+            + gcon_weight * l_gcon + cc_weight * l_cc)

@@ -92,11 +92,19 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, cfg: Config,
         l_con = 0.0
         if cfg.contrast_weight:
             l_con = terms["l_con"] = losses.contrast_loss(f, ir, vis, cfg.contrast_window)
+        l_gcon = 0.0
+        if cfg.global_contrast_weight:
+            l_gcon = terms["l_gcon"] = losses.global_contrast_loss(f, ir, vis)
+        l_cc = 0.0
+        if cfg.cc_weight:
+            l_cc = terms["l_cc"] = losses.correlation_loss(f, ir, vis)
         total = losses.generator_loss(l_ssim, l_mse, adv_ir, adv_vis, gamma=cfg.gamma, lam=cfg.lam,
                                       ssim_weight=cfg.ssim_weight, mse_weight=cfg.mse_weight,
                                       l_detail=l_detail, detail_weight=cfg.detail_weight,
                                       l_int=l_int, int_weight=cfg.ir_intensity_weight,
-                                      l_con=l_con, con_weight=cfg.contrast_weight)
+                                      l_con=l_con, con_weight=cfg.contrast_weight,
+                                      l_cc=l_cc, cc_weight=cfg.cc_weight,
+                                      l_gcon=l_gcon, gcon_weight=cfg.global_contrast_weight)
         return total, terms
 
     (loss_g, g_terms), d_fused = jax.value_and_grad(g_loss, has_aux=True)(fused)

@@ -143,3 +143,24 @@ def test_ir_intensity_loss_weights_the_warm_pixels():
     g = f.copy()
     g[:, :4] = ir[:, :4]
     assert float(losses.ir_intensity_loss(jnp.asarray(g), jnp.asarray(ir), jnp.asarray(w))) == 0.0
+
+
+def test_correlation_loss_against_numpy_and_invariant_to_contrast():
+    f, a, b = (RNG.random((2, 9, 11, 1)) for _ in range(3))
+    want = 1 - 0.5 * np.mean([np.corrcoef(f[k].ravel(), a[k].ravel())[0, 1]
+                              + np.corrcoef(f[k].ravel(), b[k].ravel())[0, 1] for k in range(2)])
+    to = lambda x: jnp.asarray(x, jnp.float32)  # noqa: E731
+    got = losses.correlation_loss(to(f), to(a), to(b))
+    np.testing.assert_allclose(float(got), want, atol=1e-6)
+    stretched = 0.5 + 1.7 * (f - 0.5)  # a contrast stretch keeps the correlations
+    np.testing.assert_allclose(float(losses.correlation_loss(to(stretched), to(a), to(b))), want, atol=1e-6)
+    assert float(losses.correlation_loss(to(a), to(a), to(a))) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_global_contrast_loss_against_numpy():
+    f, a, b = (RNG.random((3, 8, 10, 1)) for _ in range(3))
+    b *= 0.3
+    want = np.mean([abs(f[k].std() - max(a[k].std(), b[k].std())) for k in range(3)])
+    got = losses.global_contrast_loss(*(jnp.asarray(x) for x in (f, a, b)))
+    np.testing.assert_allclose(float(got), want, rtol=1e-6)
+    assert float(losses.global_contrast_loss(*(jnp.asarray(x) for x in (a, a, b)))) == pytest.approx(0, abs=1e-7)

@@ -77,9 +77,11 @@ def test_weight_modes_change_only_their_terms(cfg, mode):
 
 
 @pytest.mark.parametrize("flag,term", [("detail_weight", "l_detail"), ("ir_intensity_weight", "l_int"),
-                                       ("contrast_weight", "l_con")])
+                                       ("contrast_weight", "l_con"), ("cc_weight", "l_cc"),
+                                       ("global_contrast_weight", "l_gcon")])
 def test_extra_weights_add_their_term_to_the_generator_loss(cfg, flag, term):
-    """--detail_weight / --ir_intensity_weight / --contrast_weight = w: metrics gain the term and
+    """--detail_weight / --ir_intensity_weight / --contrast_weight / --cc_weight /
+    --global_contrast_weight = w: metrics gain the term and
     loss_g grows by exactly w * term (same initial state and batch; the discriminator updates do
     not depend on it)."""
     import dataclasses

@@ -93,8 +93,8 @@ def test_training_keys_are_reported_and_safe_keys_are_not():
     assert _changes(base, dataclasses.replace(base, weight_mode="g", crop_size=(128, 128))) == [
         "--weight_mode: 'dg' (workdir) vs 'g' (now)", "--crop_size: 256x512 (workdir) vs 128x128 (now)"]
     safe = dict(num_steps=5, log_every=1, checkpoint_every=2, sample_every=3, keep_checkpoints=1,
-                eval_every=4, eval_split="val.txt", conv_impl="xla", batch_size=2, parallel="pmap",
-                per_device_batch_size=2)
+                eval_every=4, eval_split="val.txt", selection="wins_average", conv_impl="xla",
+                batch_size=2, parallel="pmap", per_device_batch_size=2)
     assert set(safe) == set(RESUME_SAFE_KEYS)
     assert _changes(base, dataclasses.replace(base, **safe)) == []
 
