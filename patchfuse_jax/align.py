@@ -433,47 +433,200 @@ def _ecc(T: np.ndarray, I: np.ndarray, W: np.ndarray, model: str, iters: int,
     return W_best / W_best[2, 2], best[1]
 
 
-def _shift_search(T: np.ndarray, I: np.ndarray, radius: int) -> tuple[tuple[int, int], float]:
-    """Best integer shift ``(dx, dy)`` with ``T(x, y) ~ I(x + dx, y + dy)`` by NCC (overlap >= half)."""
-    h, w = T.shape
-    hi, wi = I.shape
-    best, score = (0, 0), -np.inf
-    for dy in range(-radius, radius + 1):
-        for dx in range(-radius, radius + 1):
-            y0, y1 = max(0, -dy), min(h, hi - dy)
-            x0, x1 = max(0, -dx), min(w, wi - dx)
-            if (y1 - y0) * (x1 - x0) < 0.5 * h * w:
+def _box_sums(a: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Sums of ``a`` over every ``shape`` window ("valid" positions), by cumulative sums."""
+    c = np.pad(a, ((1, 0), (1, 0))).cumsum(0).cumsum(1)
+    h, w = shape
+    return c[h:, w:] - c[:-h, w:] - c[h:, :-w] + c[:-h, :-w]
+
+
+def _match(T: np.ndarray, I: np.ndarray, r: int) -> np.ndarray:
+    """Normalised cross-correlation of ``T`` less an ``r`` border against ``I`` (same shape) at
+    every integer shift ``|dx|, |dy| <= r``: ``(2r + 1, 2r + 1)``, entry ``[r + dy, r + dx]`` for
+    ``T(x, y) ~ I(x + dx, y + dy)``."""
+    from scipy.signal import fftconvolve
+
+    t = T[r:T.shape[0] - r, r:T.shape[1] - r]
+    t = t - t.mean()
+    n = t.size
+    num = fftconvolve(I, t[::-1, ::-1], mode="valid")
+    s1, s2 = _box_sums(I, t.shape), _box_sums(I * I, t.shape)
+    den = np.sqrt(np.maximum(s2 - s1 * s1 / n, 1e-12) * max(float((t * t).sum()), 1e-12))
+    return num / den
+
+
+def _similarity(angle: float, scale: float, hw) -> np.ndarray:
+    """Rotation by ``angle`` (rad) and ``scale`` about the centre of an ``hw`` frame (3x3)."""
+    h, w = hw
+    c = np.array([[1, 0, (w - 1) / 2], [0, 1, (h - 1) / 2], [0, 0, 1.0]])
+    R = np.diag([scale, scale, 1.0])
+    R[:2, :2] = scale * np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    return c @ R @ np.linalg.inv(c)
+
+
+def _global_search(T: np.ndarray, I: np.ndarray, angles, scales, radius: int, keep: int):
+    """Candidates ``W`` (``T`` grid -> ``I`` grid) from an exhaustive search over rotations and
+    scales about the centre and integer shifts (normalised cross-correlation, :func:`_match`);
+    the best ``keep`` with distinct corners, as ``[(score, W), ...]``, best first."""
+    found = []
+    fill = float(I.mean())
+    for s in scales:
+        for t in angles:
+            S = _similarity(t, s, T.shape)
+            warp = Warp(np.linalg.inv(S), I.shape, T.shape)
+            Iw = warp(I)
+            Iw[~warp.valid] = fill
+            m = _match(T, Iw, radius)
+            # the best few peaks of this map (3x3 local maxima)
+            from scipy import ndimage
+            peaks = (m == ndimage.maximum_filter(m, 3)) & np.isfinite(m)
+            for k in np.argsort(m[peaks])[::-1][:3]:
+                dy, dx = np.argwhere(peaks)[k] - radius
+                W = S @ np.array([[1.0, 0, dx], [0, 1, dy], [0, 0, 1]])
+                found.append((float(m[peaks][k]), W))
+    return _distinct(found, T.shape, keep, 1.5)
+
+
+def _distinct(cands, hw, keep: int, min_px: float):
+    """The best ``keep`` of ``[(score, W), ...]`` whose corners differ by more than ``min_px``."""
+    out = []
+    for score, W in sorted(cands, key=lambda c: -c[0]):
+        if all(corner_error(W, W2, hw) > min_px for _, W2 in out):
+            out.append((score, W))
+            if len(out) == keep:
+                break
+    return out
+
+
+def _opencv_candidates(a: np.ndarray, b: np.ndarray, scale: float) -> list[np.ndarray]:
+    """Feature-matching starts (``W``: IR -> visible, on a grid ``scale`` times the full one):
+    ORB, SIFT and AKAZE (those the OpenCV has) keypoints on the two images' 8-bit normalised gradient magnitudes, matched
+    (ratio test) and fitted by RANSAC. Empty when OpenCV is not installed or nothing fits."""
+    try:
+        import cv2
+    except ImportError:
+        return []
+    def u8(g):
+        e = _edges(g, 1.0)
+        return np.clip(255 * e / (np.percentile(e, 99.5) + 1e-12), 0, 255).astype(np.uint8)
+    ea, eb = u8(a), u8(b)
+    out = []
+    dets = [(cv2.ORB_create(4000), cv2.NORM_HAMMING)]
+    dets += [(getattr(cv2, n)(), norm) for n, norm in (("SIFT_create", cv2.NORM_L2),
+                                                      ("AKAZE_create", cv2.NORM_HAMMING))
+             if hasattr(cv2, n)]
+    for det, norm in dets:
+        try:
+            ka, da = det.detectAndCompute(ea, None)
+            kb, db = det.detectAndCompute(eb, None)
+            if da is None or db is None or len(ka) < 8 or len(kb) < 8:
                 continue
-            s = _ncc(T[y0:y1, x0:x1], I[y0 + dy:y1 + dy, x0 + dx:x1 + dx])
-            if s > score:
-                best, score = (dx, dy), s
-    return best, score
+            pairs = cv2.BFMatcher(norm).knnMatch(da, db, k=2)
+            good = [p[0] for p in pairs if len(p) == 2 and p[0].distance < 0.85 * p[1].distance]
+            if len(good) < 8:
+                continue
+            pa = np.float64([ka[m.queryIdx].pt for m in good])
+            pb = np.float64([kb[m.trainIdx].pt for m in good])
+            W, inl = cv2.findHomography(pa, pb, cv2.RANSAC, 3.0, maxIters=5000, confidence=0.999)
+            if W is None or inl is None or inl.sum() < 8:
+                continue
+        except cv2.error:
+            continue
+        D = np.diag([scale, scale, 1.0])
+        D[:2, 2] = 0.5 * scale - 0.5  # full pixel x -> coarse (x + 0.5) * scale - 0.5
+        out.append(D @ W @ np.linalg.inv(D))
+    return out
 
 
-def estimate_homography(ir, vis, *, min_size: int = 64, iters: int = 50) -> np.ndarray:
-    """``H`` (vis -> IR, float64 3x3) maximising the correlation of gradient magnitudes (module
-    docstring). ``ir``, ``vis``: one image each, any layout/dtype ``fuse`` takes, any sizes."""
-    a, b = _gray64(ir, "ir"), _gray64(vis, "vis")
+@dataclass
+class Fit:
+    """:func:`estimate` 's answer: ``H`` (vis -> IR), its correlation ``score`` (ECC on the
+    feature maps at the level the candidates were compared, 0..1), the ``runner_up`` score of
+    the best candidate that ends more than ``RUNNER_UP_PX`` away (None when there is none),
+    and how far its corners are from ``H``'s (``runner_up_px``, full-size pixels)."""
+    H: np.ndarray
+    score: float
+    runner_up: float | None = None
+    runner_up_px: float | None = None
+    method: str = "ecc"
+
+    @property
+    def ambiguous(self) -> bool:
+        """Another, distant alignment correlates almost as well: the fit may be wrong."""
+        return self.runner_up is not None and self.runner_up > self.score - AMBIGUOUS_MARGIN
+
+
+RUNNER_UP_PX = 3.0        # candidates further apart than this (full px) are different answers
+AMBIGUOUS_MARGIN = 0.02   # a distant runner-up within this of the best: a warning
+ANGLES_DEG = tuple(np.arange(-6.0, 6.01, 1.5))   # the global search's rotations ...
+SCALES = (0.9, 0.95, 1.0, 1.05, 1.1)            # ... and scales (about the image centre)
+
+
+def _pyramids(a, b, min_size):
     pa, pb = [a], [b]
     while min(pa[-1].shape + pb[-1].shape) // 2 >= min_size and len(pa) < 6:
         pa.append(_down(pa[-1]))
         pb.append(_down(pb[-1]))
-    fa, fb = [_feature(g) for g in pa], [_feature(g) for g in pb]
+    return pa, pb
+
+
+def _lift(W, levels: int):
+    for _ in range(levels):
+        W = _UP @ W @ np.linalg.inv(_UP)
+    return W
+
+
+def estimate(ir, vis, *, min_size: int = 64, iters: int = 40, use_opencv: bool = True) -> Fit:
+    """Automatic registration (module docstring): a global search over rotation, scale and shift
+    at the coarsest pyramid level (plus OpenCV feature matches when installed and
+    ``use_opencv``), ECC from the best few starts, the winner by ECC correlation at the middle
+    level, refined to a homography at full size. Returns a :class:`Fit`."""
+    a, b = _gray64(ir, "ir"), _gray64(vis, "vis")
+    pa, pb = _pyramids(a, b, min_size)
     top = len(pa) - 1
-    # Coarsest level: W maps IR coords -> vis coords. Identity, or the best integer shift.
-    (dx, dy), _ = _shift_search(fa[top], fb[top], radius=max(2, min(fa[top].shape) // 8))
-    W = np.array([[1.0, 0, dx], [0, 1.0, dy], [0, 0, 1]])
-    for level in range(top, -1, -1):
-        if level < top:
-            W = _UP @ W @ np.linalg.inv(_UP)
-        models = (("translation", "affine") if level == top else ("affine",)) if level > 1 \
-            else ("homography",)
-        if top == 0:
-            models = ("translation", "affine", "homography")
-        for model in models:
-            W, _ = _ecc(fa[level], fb[level], W, model, iters if level else iters // 2)
+    fa, fb = [_feature(g) for g in pa], [_feature(g) for g in pb]
+    radius = max(3, int(np.ceil(0.12 * min(fa[top].shape))))
+    cands = _global_search(fa[top], fb[top], np.deg2rad(ANGLES_DEG), SCALES, radius, keep=6)
+    starts = [W for _, W in cands] + [np.eye(3)]
+    n_cv = 0
+    if use_opencv:
+        cv = _opencv_candidates(a, b, 0.5 ** top)
+        starts += cv
+        n_cv = len(cv)
+    # Coarsest level: ECC (translation, then affine) from every start; distinct results.
+    done = []
+    for k, W in enumerate(starts):
+        for model in ("translation", "affine") if k < len(starts) - n_cv else ("affine",):
+            W, rho = _ecc(fa[top], fb[top], W, model, iters)
+        done.append((rho, W))
+    done = _distinct(done, fa[top].shape, 4, 0.5)
+    # The middle level decides: affine ECC from each survivor, the best correlation wins.
+    mid = max(top - 1, 0)
+    judged = []
+    for _, W in done:
+        W = _lift(W, top - mid)
+        W, rho = _ecc(fa[mid], fb[mid], W, "affine" if mid else "homography", iters // 2)
+        judged.append((rho, W))
+    judged.sort(key=lambda c: -c[0])
+    score, W = judged[0]
+    up = 2.0 ** mid
+    far = [(r, corner_error(W2, W, fa[mid].shape) * up) for r, W2 in judged[1:]]
+    far = [f for f in far if f[1] > RUNNER_UP_PX]
+    # Finer levels: the full homography.
+    for level in range(mid - 1, -1, -1):
+        W = _UP @ W @ np.linalg.inv(_UP)
+        W, _ = _ecc(fa[level], fb[level], W, "homography", iters if level else iters // 2)
     H = np.linalg.inv(W)
-    return H / H[2, 2]
+    H = H / H[2, 2]
+    return Fit(H, float(score), far[0][0] if far else None, far[0][1] if far else None,
+               "ecc+features" if n_cv else "ecc")
+
+
+def estimate_homography(ir, vis, *, min_size: int = 64, iters: int = 40,
+                        use_opencv: bool = True) -> np.ndarray:
+    """``H`` (vis -> IR, float64 3x3) of :func:`estimate`. ``ir``, ``vis``: one image each, any
+    layout/dtype ``fuse`` takes, any sizes."""
+    return estimate(ir, vis, min_size=min_size, iters=iters, use_opencv=use_opencv).H
 
 
 # --- files ---------------------------------------------------------------------------------------

@@ -28,19 +28,21 @@ KINDS = ("shift", "rotation", "scale", "perspective")
 
 
 def _random_warp(kind, hw, rng):
-    """A homography of ``kind`` about the centre of an ``hw`` frame (moves corners 2-20 px)."""
+    """A homography of ``kind`` about the centre of an ``hw`` frame, plus a shift of up to 8 px:
+    shift 3-20 px per axis, rotation 1-5 deg, scale 0.9-1.1 (at least 2 % off 1), or perspective
+    (the local scale varies by up to ~7 % across the frame, plus up to 2 % of affine distortion)."""
     h, w = hw
     A = np.eye(3)
     shift = rng.uniform(-8, 8, 2)
     if kind == "shift":
-        shift = rng.choice([-1, 1], 2) * rng.uniform(3, 12, 2)
+        shift = rng.choice([-1, 1], 2) * rng.uniform(3, 20, 2)
     elif kind == "rotation":
-        t = np.deg2rad(rng.choice([-1, 1]) * rng.uniform(1, 4))
+        t = np.deg2rad(rng.choice([-1, 1]) * rng.uniform(1, 5))
         A[:2, :2] = [[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]]
     elif kind == "scale":
-        A[:2, :2] *= rng.uniform(0.92, 1.08)
+        A[:2, :2] *= 1 + rng.choice([-1, 1]) * rng.uniform(0.02, 0.1)
     else:
-        A[2, :2] = rng.uniform(-1, 1, 2) * 0.06 / max(h, w)
+        A[2, :2] = rng.uniform(-1, 1, 2) * 0.08 / max(h, w)
         A[:2, :2] += rng.uniform(-0.02, 0.02, (2, 2))
     c = np.array([[1, 0, (w - 1) / 2], [0, 1, (h - 1) / 2], [0, 0, 1]])
     A = c @ A @ np.linalg.inv(c)
@@ -49,18 +51,22 @@ def _random_warp(kind, hw, rng):
 
 
 def _warped_case(ir, vis, kind, seed):
-    """IR cropped by a 10 % margin; the visible image resampled so that ``A`` (returned) maps
-    it onto the visible crop that matches the IR crop. Returns ``ir_crop, vis_crop, vis_w, A``."""
+    """IR cropped by a 12 % margin; the visible image resampled so that ``A`` (returned) maps
+    it onto the visible crop that matches the IR crop (warps are redrawn until the whole
+    warped image comes from inside the visible image: no black border). Returns ``ir_crop,
+    vis_crop, vis_w, A``."""
     rng = np.random.default_rng(seed)
     h, w = ir.shape[:2]
-    m = int(round(0.1 * min(h, w)))
+    m = int(round(0.12 * min(h, w)))
     hw = (h - 2 * m, w - 2 * m)
     shift = np.array([[1, 0, m], [0, 1, m], [0, 0, 1.0]])
-    for _ in range(100):
+    for _ in range(200):
         A = _random_warp(kind, hw, rng)
         c = align.apply(shift @ A, align.corners(hw))
         if c.min() >= 0 and c[:, 0].max() <= w - 1 and c[:, 1].max() <= h - 1:
             break
+    else:
+        raise AssertionError(f"no {kind} warp of seed {seed} fits inside a {h}x{w} image")
     vis_w = align.warp_image(vis, np.linalg.inv(shift @ A), hw)
     return ir[m:h - m, m:w - m], vis[m:h - m, m:w - m], vis_w, A
 

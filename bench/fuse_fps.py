@@ -1,0 +1,108 @@
+"""Frames per second of fusion: XLA (``fuse``) vs ONNX Runtime (an ``export_onnx`` file).
+
+    python bench/fuse_fps.py                                   # shipped model, all cases below
+    python bench/fuse_fps.py --sizes=512x640 --batches=1 --backends=onnxruntime --repeats=10
+
+Prints one JSON line per (backend, size, batch): ``first_call_s`` (the first call at that shape
+in this process: XLA's compilation, or ONNX Runtime's session creation (first case only) and
+first run), ``ms_per_frame`` (median over ``--repeats`` warm calls / batch) and ``fps``. Inputs
+are uint8 gray IR/visible frames of ``H x W``; both backends include the conversion to [0, 1],
+the reflect padding to a multiple of ``2**num_downs`` and the crop (``fuse`` /
+``onnx_export.run_onnx``), not image decoding. Needs ``pip install patchfuse_jax[onnx]`` for
+the ONNX Runtime rows. Timings depend on what else runs on the machine: say so with them.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _hw(s: str) -> tuple[int, int]:
+    h, w = s.lower().split("x")
+    return int(h), int(w)
+
+
+def _frames(batch: int, hw, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    ir = rng.integers(0, 256, (batch, *hw), dtype=np.uint8)
+    vis = rng.integers(0, 256, (batch, *hw), dtype=np.uint8)
+    return ir, vis
+
+
+def _time(call, repeats: int) -> tuple[float, list[float]]:
+    t = time.perf_counter()
+    call()
+    first = time.perf_counter() - t
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - t)
+    return first, times
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--checkpoint", default="pretrained", help="workdir, exported file or 'pretrained'")
+    p.add_argument("--sizes", default="512x640,1080x1920", help="HxW list (rows x columns)")
+    p.add_argument("--batches", default="1,8")
+    p.add_argument("--backends", default="xla,onnxruntime")
+    p.add_argument("--bn", default="image", choices=("image", "running"))
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--ort_threads", type=int, default=0,
+                   help="ONNX Runtime intra-op threads (0: its default, one per core)")
+    args = p.parse_args()
+
+    from patchfuse_jax import fuse, load_checkpoint, pretrained
+
+    params = pretrained() if args.checkpoint == "pretrained" else load_checkpoint(args.checkpoint)
+    m = 2 ** params.num_downs
+    session, session_s, tmp = None, 0.0, None
+    for backend in args.backends.split(","):
+        if backend == "onnxruntime":
+            from patchfuse_jax.onnx_export import export_onnx, onnx_session
+            tmp = tempfile.TemporaryDirectory()
+            path = os.path.join(tmp.name, "model.onnx")
+            export_onnx(params, path, bn=args.bn)
+            t = time.perf_counter()
+            session = onnx_session(path, threads=args.ort_threads)
+            session_s = time.perf_counter() - t
+        elif backend != "xla":
+            sys.exit(f"error: --backends: unknown backend {backend!r} (xla, onnxruntime)")
+        for size in args.sizes.split(","):
+            hw = _hw(size)
+            for batch in (int(b) for b in args.batches.split(",")):
+                ir, vis = _frames(batch, hw)
+                if backend == "xla":
+                    call = lambda: fuse(params, ir, vis, bn=args.bn)  # noqa: E731
+                else:
+                    from patchfuse_jax.onnx_export import run_onnx
+                    scale = np.float32(1 / 255)
+                    call = lambda: run_onnx(session, ir * scale, vis * scale, m)  # noqa: E731
+                first, times = _time(call, args.repeats)
+                ms = 1e3 * statistics.median(times) / batch
+                print(json.dumps({
+                    "backend": backend, "checkpoint": args.checkpoint, "step": params.step,
+                    "size": f"{hw[0]}x{hw[1]}", "batch": batch, "bn": args.bn,
+                    "first_call_s": round(first + (session_s if backend == "onnxruntime" else 0.0), 3),
+                    "ms_per_frame": round(ms, 1), "fps": round(1e3 / ms, 2),
+                    "ms_per_frame_min": round(1e3 * min(times) / batch, 1), "repeats": args.repeats,
+                    "ort_threads": args.ort_threads if backend == "onnxruntime" else None,
+                    "cpus": os.cpu_count(), "load_avg_1min": round(os.getloadavg()[0], 2),
+                }), flush=True)
+                session_s = 0.0  # counted once, in the first ONNX Runtime row
+    if tmp is not None:
+        tmp.cleanup()
+
+
+if __name__ == "__main__":
+    main()
