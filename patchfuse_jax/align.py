@@ -498,6 +498,16 @@ def _distinct(cands, hw, keep: int, min_px: float):
     return out
 
 
+def _frame_score(T: np.ndarray, I: np.ndarray, W: np.ndarray) -> float:
+    """Correlation of ``T`` and ``I(W x)`` over the whole ``T`` frame, ``I``'s mean standing in
+    where ``W x`` falls outside ``I``: like ECC's, but an answer that covers less of the frame
+    scores less (ECC alone favours shrinking the overlap onto a few strong edges)."""
+    warp = Warp(np.linalg.inv(W), I.shape, T.shape)
+    Iw = warp(I)
+    Iw[~warp.valid] = I.mean()
+    return _ncc(T, Iw)
+
+
 def _opencv_candidates(a: np.ndarray, b: np.ndarray, scale: float) -> list[np.ndarray]:
     """Feature-matching starts (``W``: IR -> visible, on a grid ``scale`` times the full one):
     ORB, SIFT and AKAZE (those the OpenCV has) keypoints on the two images' 8-bit normalised gradient magnitudes, matched
@@ -556,6 +566,7 @@ class Fit:
         return self.runner_up is not None and self.runner_up > self.score - AMBIGUOUS_MARGIN
 
 
+FRAME_SCORE = True
 RUNNER_UP_PX = 3.0        # candidates further apart than this (full px) are different answers
 AMBIGUOUS_MARGIN = 0.02   # a distant runner-up within this of the best: a warning
 ANGLES_DEG = tuple(np.arange(-6.0, 6.01, 1.5))   # the global search's rotations ...
@@ -576,53 +587,52 @@ def _lift(W, levels: int):
     return W
 
 
-def estimate(ir, vis, *, min_size: int = 64, iters: int = 40, use_opencv: bool = True) -> Fit:
+def estimate(ir, vis, *, min_size: int = 64, iters: int = 30, use_opencv: bool = True) -> Fit:
     """Automatic registration (module docstring): a global search over rotation, scale and shift
-    at the coarsest pyramid level (plus OpenCV feature matches when installed and
-    ``use_opencv``), ECC from the best few starts, the winner by ECC correlation at the middle
-    level, refined to a homography at full size. Returns a :class:`Fit`."""
+    on the second-coarsest pyramid level (plus OpenCV feature matches when installed and
+    ``use_opencv``, plus the identity), affine ECC from each start, the best three by whole-frame
+    correlation refined one level finer, the best of those refined to a homography at full size.
+    Returns a :class:`Fit`."""
     a, b = _gray64(ir, "ir"), _gray64(vis, "vis")
     pa, pb = _pyramids(a, b, min_size)
-    top = len(pa) - 1
-    fa, fb = [_feature(g) for g in pa], [_feature(g) for g in pb]
-    radius = max(3, int(np.ceil(0.12 * min(fa[top].shape))))
-    cands = _global_search(fa[top], fb[top], np.deg2rad(ANGLES_DEG), SCALES, radius, keep=6)
-    starts = [W for _, W in cands] + [np.eye(3)]
+    s = max(len(pa) - 2, 0)            # the search level: shorter side >= 2 * min_size
+    fa, fb = [_feature(g) for g in pa[:s + 1]], [_feature(g) for g in pb[:s + 1]]
+    radius = max(3, int(np.ceil(0.12 * min(fa[s].shape))))
+    found = _global_search(fa[s], fb[s], np.deg2rad(ANGLES_DEG), SCALES, radius, keep=6)
+    starts = [W for _, W in found] + [np.eye(3)]
     n_cv = 0
     if use_opencv:
-        cv = _opencv_candidates(a, b, 0.5 ** top)
+        cv = _opencv_candidates(a, b, 0.5 ** s)
         starts += cv
         n_cv = len(cv)
-    # Coarsest level: ECC (translation, then affine) from every start; distinct results.
     done = []
     for k, W in enumerate(starts):
-        for model in ("translation", "affine") if k < len(starts) - n_cv else ("affine",):
-            W, rho = _ecc(fa[top], fb[top], W, model, iters)
-        done.append((rho, W))
-    done = _distinct(done, fa[top].shape, 4, 0.5)
-    # The middle level decides: affine ECC from each survivor, the best correlation wins.
-    mid = max(top - 1, 0)
+        for model in ("translation", "affine") if k < len(found) else ("affine",):
+            W, _ = _ecc(fa[s], fb[s], W, model, iters // 2)
+        done.append((_frame_score(fa[s], fb[s], W), W))
+    done = _distinct(done, fa[s].shape, 3, 1.0)
+    j = max(s - 1, 0)                  # the judging level
     judged = []
     for _, W in done:
-        W = _lift(W, top - mid)
-        W, rho = _ecc(fa[mid], fb[mid], W, "affine" if mid else "homography", iters // 2)
-        judged.append((rho, W))
+        W = _lift(W, s - j)
+        W, _ = _ecc(fa[j], fb[j], W, "affine" if j else "homography", iters // 2)
+        judged.append((_frame_score(fa[j], fb[j], W), W))
     judged.sort(key=lambda c: -c[0])
     score, W = judged[0]
-    up = 2.0 ** mid
-    far = [(r, corner_error(W2, W, fa[mid].shape) * up) for r, W2 in judged[1:]]
+    far = [(r, corner_error(W2, W, fa[j].shape) * 2.0 ** j) for r, W2 in judged[1:]]
     far = [f for f in far if f[1] > RUNNER_UP_PX]
-    # Finer levels: the full homography.
-    for level in range(mid - 1, -1, -1):
+    for level in range(j - 1, -1, -1):
         W = _UP @ W @ np.linalg.inv(_UP)
-        W, _ = _ecc(fa[level], fb[level], W, "homography", iters if level else iters // 2)
+        W, _ = _ecc(fa[level], fb[level], W, "homography", iters)
+    if j == 0:
+        W, _ = _ecc(fa[0], fb[0], W, "homography", iters)
     H = np.linalg.inv(W)
     H = H / H[2, 2]
     return Fit(H, float(score), far[0][0] if far else None, far[0][1] if far else None,
                "ecc+features" if n_cv else "ecc")
 
 
-def estimate_homography(ir, vis, *, min_size: int = 64, iters: int = 40,
+def estimate_homography(ir, vis, *, min_size: int = 64, iters: int = 30,
                         use_opencv: bool = True) -> np.ndarray:
     """``H`` (vis -> IR, float64 3x3) of :func:`estimate`. ``ir``, ``vis``: one image each, any
     layout/dtype ``fuse`` takes, any sizes."""

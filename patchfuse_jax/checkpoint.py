@@ -2,17 +2,44 @@
 the run's Config as JSON beside it in every step folder."""
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import shutil
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from etils import epath
 
 from patchfuse_jax.config import Config, architecture_mismatch
 
 
 class CheckpointError(ValueError):
     """A workdir's checkpoint cannot be used (missing, incompatible architecture)."""
+
+
+log = logging.getLogger("patchfuse_jax")
+DAMAGED_DIR = "damaged_checkpoints"  # inside the workdir: where unreadable steps are set aside
+
+
+@contextlib.contextmanager
+def quiet_orbax():
+    """Silences orbax's informational absl warnings (e.g. "Given directory is read only") for code
+    that only reads a checkpoint on a user's behalf; errors still propagate."""
+    logger = logging.getLogger("absl")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def one_line(e: BaseException, limit: int = 200) -> str:
+    """An exception as one short line: ``Type: message``."""
+    msg = " ".join(str(e).split())
+    return f"{type(e).__name__}: {msg[:limit]}{'...' if len(msg) > limit else ''}"
 
 
 class Checkpoints:
@@ -32,6 +59,41 @@ class Checkpoints:
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
+
+    def latest_readable_step(self) -> int | None:
+        """The newest step whose config and state can be read. Each newer, damaged step is moved
+        (never deleted) to ``WORKDIR/damaged_checkpoints/<step>`` with one warning line naming
+        it, so that training can save that step again. None without checkpoints; CheckpointError
+        when there are checkpoints but none is readable."""
+        damaged = []
+        for step in sorted(self.manager.all_steps(), reverse=True):
+            try:
+                self.config_dict(step)
+                self.restore_raw(step)
+            except Exception as e:  # noqa: BLE001 - orbax/tensorstore/json raise many types
+                damaged.append(step)
+                self._set_aside(step, e)
+                continue
+            return step
+        if damaged:
+            raise CheckpointError(
+                f"{self.directory}: no readable checkpoint (steps {', '.join(map(str, damaged))} are "
+                f"damaged; moved to {os.path.join(os.path.dirname(self.directory), DAMAGED_DIR)})")
+        return None
+
+    def _set_aside(self, step: int, error: BaseException) -> None:
+        src = ocp.step.standard_name_format().find_step(epath.Path(self.directory), step).path
+        dest_root = os.path.join(os.path.dirname(self.directory), DAMAGED_DIR)
+        os.makedirs(dest_root, exist_ok=True)
+        dest = os.path.join(dest_root, os.path.basename(str(src)))
+        n = 1
+        while os.path.exists(dest):
+            dest = os.path.join(dest_root, f"{os.path.basename(str(src))}.{n}")
+            n += 1
+        shutil.move(str(src), dest)
+        log.warning("checkpoint at step %d is damaged (%s): moved to %s; resuming from an older one",
+                    step, one_line(error), dest)
+        self.manager.reload()
 
     def config_dict(self, step: int) -> dict[str, Any]:
         out = self.manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))

@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import warnings
 from typing import Any
 
 import flax.struct
@@ -33,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from patchfuse_jax import io, layouts, tiling
-from patchfuse_jax.checkpoint import CheckpointError, Checkpoints
+from patchfuse_jax.checkpoint import quiet_orbax, CheckpointError, Checkpoints
 from patchfuse_jax.config import generator_arch
 from patchfuse_jax.convs import inference_compiler_options
 from patchfuse_jax.models import Generator
@@ -221,7 +222,37 @@ def load_checkpoint(path: str | os.PathLike, step: int | None = None) -> FusePar
         return params
     if not os.path.exists(path):
         raise CheckpointError(f"{path}: no such workdir or exported file")
-    return _restore_generator(path, step)
+    with quiet_orbax():
+        if step is not None:
+            return _restore_generator(path, step)
+        return _newest_readable_generator(path)
+
+
+def _newest_readable_generator(workdir: str) -> FuseParams:
+    """The generator of the newest readable checkpoint; damaged newer ones are skipped (never
+    touched) with one warning naming them; CheckpointError when none is readable."""
+    ckpts = Checkpoints(workdir, read_only=True)  # CheckpointError when there is no folder
+    try:
+        steps = sorted(ckpts.manager.all_steps(), reverse=True)
+    finally:
+        ckpts.close()
+    if not steps:
+        raise CheckpointError(f"{workdir}: holds no checkpoint (in {ckpts.directory})")
+    damaged = []
+    for s in steps:
+        try:
+            params = _restore_generator(workdir, s)
+        except CheckpointError as e:
+            if "corrupt or incomplete" not in str(e):
+                raise
+            damaged.append((s, str(e)))
+            continue
+        if damaged:
+            warnings.warn(f"{workdir}: checkpoint at step {damaged[0][0]} is damaged; loaded step {s} "
+                          f"({damaged[0][1]})", stacklevel=3)
+        return params
+    raise CheckpointError(f"{workdir}: no readable checkpoint (damaged steps "
+                          f"{', '.join(str(s) for s, _ in damaged)}; newest: {damaged[0][1]})")
 
 
 def pretrained(path: str | os.PathLike | None = None) -> FuseParams:

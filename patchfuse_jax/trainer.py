@@ -201,7 +201,7 @@ def train_and_evaluate(cfg: Config, workdir: str, *, show_progress: bool = True,
     par = Parallel(cfg)
     show_progress = show_progress and par.is_main
     ckpts = Checkpoints(workdir, keep=cfg.keep_checkpoints)
-    latest = ckpts.latest_step()
+    latest = ckpts.latest_readable_step()  # damaged newer steps are set aside with a warning
     run_config = {**cfg.to_dict(), "global_batch": par.global_batch}  # what config.json holds
     old_config = None
     if latest is not None:
