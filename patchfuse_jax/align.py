@@ -9,15 +9,22 @@ pixel. ``H`` is a float64 ``(3, 3)`` matrix with ``H[2, 2] = 1`` from the visibl
 grid samples it bilinearly at ``H^-1 (x_ir, y_ir)``; IR pixels whose source lies outside the visible
 image are filled with 0 (black).
 
-* Automatic (:func:`estimate_homography`): ECC (enhanced correlation coefficient, Evangelidis &
-  Psarakis 2008) maximised between the gradient magnitudes of the two images (edges are where IR
-  and visible agree; the magnitude ignores contrast polarity, ECC any gain/offset), coarse to
-  fine over a pyramid of 2x2 block means, from the identity or the best integer shift at the
-  coarsest level; translation, then affine, then the full homography. numpy/scipy, float64.
+* Automatic (:func:`estimate`, :func:`estimate_homography`): on feature maps that IR and visible
+  images share (gradient magnitude over its local mean: edges, whatever their polarity), a global
+  search at the coarsest pyramid level (rotations -6..6 deg, scales 0.9-1.1, every integer shift
+  up to 12 % of the size, by FFT normalised cross-correlation), plus the identity, plus OpenCV
+  feature matches (ORB/SIFT/AKAZE on gradient maps + RANSAC) when OpenCV is installed (optional
+  extra ``[align]``); ECC (enhanced correlation coefficient, Evangelidis & Psarakis 2008) from
+  each start; the candidates ranked by whole-frame correlation (ECC alone favours answers that
+  shrink the overlap), the best two refined one level finer and ranked again, the winner refined
+  to the full homography coarse to fine. numpy/scipy, float64.
 * From points (:func:`homography_from_points`, :func:`read_points`): least-squares DLT on
   Hartley-normalised coordinates; exact for exact points.
 * Quality (:func:`edge_overlap`): normalised cross-correlation of the gradient magnitudes of the
   IR image and of the warped visible image, inside the warped image; before (identity) and after.
+  ``align`` warns when an automatic fit is doubtful: worse overlap than the identity, a distant
+  runner-up that correlates almost as well (ambiguous), a weak overlap, or a scale/rotation beyond
+  the search's range.
 
 Files: ``H.json`` (:func:`save_homography` / :func:`load_homography`; docs/deploy.md). Errors:
 :class:`AlignError` (a ``ValueError``), one line naming the file and the problem.
@@ -44,6 +51,9 @@ POINT_COLUMNS = ("x_vis", "y_vis", "x_ir", "y_ir")
 MIN_COVERAGE = 0.10   # below: the homography maps the image away (error)
 WARN_COVERAGE = 0.50  # below: a warning
 SCALE_RANGE = (0.25, 4.0)  # local scale at the visible image's centre outside: a warning
+WEAK_OVERLAP = 0.1         # automatic fits with a lower edge overlap after: a warning
+AUTO_SCALE = (0.85, 1.18)  # automatic fits beyond this scale or rotation (beyond the global
+AUTO_ROTATION_DEG = 8.0    # search's range): a warning
 
 
 class AlignError(ValueError):
@@ -215,6 +225,15 @@ def local_scale(H: np.ndarray, vis_hw: tuple[int, int]) -> float:
     return float(np.sqrt(abs(np.linalg.det(J))))
 
 
+def _rotation_deg(H: np.ndarray, vis_hw: tuple[int, int]) -> float:
+    """The rotation (degrees) of ``H`` at the visible image's centre (of its local affine part)."""
+    H = _normalised(H)
+    x, y = (vis_hw[1] - 1) / 2.0, (vis_hw[0] - 1) / 2.0
+    d = H[2, 0] * x + H[2, 1] * y + H[2, 2]
+    J = (H[:2, :2] - np.outer(apply(H, [[x, y]])[0], H[2, :2])) / d
+    return float(np.degrees(np.arctan2(J[1, 0] - J[0, 1], J[0, 0] + J[1, 1])))
+
+
 def check_homography(H, vis_hw, ir_hw, name: str = "homography") -> list[str]:
     """Raises AlignError (naming ``name``) when ``H`` maps the visible image away: not finite,
     singular, the horizon crosses the image, or it covers under ``MIN_COVERAGE`` of the IR frame.
@@ -366,17 +385,19 @@ def _norm_matrix(hw) -> np.ndarray:
 
 
 def _ecc(T: np.ndarray, I: np.ndarray, W: np.ndarray, model: str, iters: int,
-         tol: float = 0.01) -> tuple[np.ndarray, float]:
+         tol: float = 0.01, max_px: int = 25_000) -> tuple[np.ndarray, float]:
     """ECC: maximises the correlation of ``T(x)`` and ``I(W x)`` over ``W`` (3x3, T grid -> I
-    grid), starting at ``W``; returns the best ``W`` and its correlation."""
+    grid), starting at ``W``; returns the best ``W`` and its correlation. Large templates are
+    sampled on a regular grid of about ``max_px`` pixels (the gradients stay full-resolution)."""
     h, w = T.shape
     Iy, Ix = np.gradient(I)
     Nt, Ni = _norm_matrix(T.shape), _norm_matrix(I.shape)
     si = 1.0 / Ni[0, 0]
-    yy, xx = np.mgrid[0:h, 0:w]
+    step = max(1, int(np.sqrt(h * w / max_px)))
+    yy, xx = np.mgrid[0:h:step, 0:w:step]
     xn = (xx.ravel() * Nt[0, 0] + Nt[0, 2])
     yn = (yy.ravel() * Nt[1, 1] + Nt[1, 2])
-    tflat = T.ravel()
+    tflat = T[::step, ::step].ravel()
     P = Ni @ _normalised(W) @ np.linalg.inv(Nt)
     P = P / P[2, 2]
     cols = _MODELS[model]
@@ -468,6 +489,8 @@ def _global_search(T: np.ndarray, I: np.ndarray, angles, scales, radius: int, ke
     """Candidates ``W`` (``T`` grid -> ``I`` grid) from an exhaustive search over rotations and
     scales about the centre and integer shifts (normalised cross-correlation, :func:`_match`);
     the best ``keep`` with distinct corners, as ``[(score, W), ...]``, best first."""
+    from scipy import ndimage
+
     found = []
     fill = float(I.mean())
     for s in scales:
@@ -478,7 +501,6 @@ def _global_search(T: np.ndarray, I: np.ndarray, angles, scales, radius: int, ke
             Iw[~warp.valid] = fill
             m = _match(T, Iw, radius)
             # the best few peaks of this map (3x3 local maxima)
-            from scipy import ndimage
             peaks = (m == ndimage.maximum_filter(m, 3)) & np.isfinite(m)
             for k in np.argsort(m[peaks])[::-1][:3]:
                 dy, dx = np.argwhere(peaks)[k] - radius
@@ -510,8 +532,8 @@ def _frame_score(T: np.ndarray, I: np.ndarray, W: np.ndarray) -> float:
 
 def _opencv_candidates(a: np.ndarray, b: np.ndarray, scale: float) -> list[np.ndarray]:
     """Feature-matching starts (``W``: IR -> visible, on a grid ``scale`` times the full one):
-    ORB, SIFT and AKAZE (those the OpenCV has) keypoints on the two images' 8-bit normalised gradient magnitudes, matched
-    (ratio test) and fitted by RANSAC. Empty when OpenCV is not installed or nothing fits."""
+    ORB, SIFT and AKAZE (those this OpenCV has) keypoints on the two images' 8-bit normalised
+    gradient magnitudes, matched (ratio test) and fitted by RANSAC. Empty when OpenCV is not installed or nothing fits."""
     try:
         import cv2
     except ImportError:
@@ -587,18 +609,18 @@ def _lift(W, levels: int):
     return W
 
 
-def estimate(ir, vis, *, min_size: int = 64, iters: int = 30, use_opencv: bool = True) -> Fit:
+def estimate(ir, vis, *, min_size: int = 100, iters: int = 30, use_opencv: bool = True) -> Fit:
     """Automatic registration (module docstring): a global search over rotation, scale and shift
-    on the second-coarsest pyramid level (plus OpenCV feature matches when installed and
-    ``use_opencv``, plus the identity), affine ECC from each start, the best three by whole-frame
-    correlation refined one level finer, the best of those refined to a homography at full size.
-    Returns a :class:`Fit`."""
+    on the coarsest pyramid level (shorter side >= ``min_size``), plus OpenCV feature matches
+    when installed and ``use_opencv``, plus the identity; affine ECC from each start, ranked by
+    whole-frame correlation; the best two refined one level finer and ranked again; the winner
+    refined to a homography at full size. Returns a :class:`Fit`."""
     a, b = _gray64(ir, "ir"), _gray64(vis, "vis")
     pa, pb = _pyramids(a, b, min_size)
-    s = max(len(pa) - 2, 0)            # the search level: shorter side >= 2 * min_size
-    fa, fb = [_feature(g) for g in pa[:s + 1]], [_feature(g) for g in pb[:s + 1]]
+    s = len(pa) - 1
+    fa, fb = [_feature(g) for g in pa], [_feature(g) for g in pb]
     radius = max(3, int(np.ceil(0.12 * min(fa[s].shape))))
-    found = _global_search(fa[s], fb[s], np.deg2rad(ANGLES_DEG), SCALES, radius, keep=6)
+    found = _global_search(fa[s], fb[s], np.deg2rad(ANGLES_DEG), SCALES, radius, keep=4)
     starts = [W for _, W in found] + [np.eye(3)]
     n_cv = 0
     if use_opencv:
@@ -606,11 +628,10 @@ def estimate(ir, vis, *, min_size: int = 64, iters: int = 30, use_opencv: bool =
         starts += cv
         n_cv = len(cv)
     done = []
-    for k, W in enumerate(starts):
-        for model in ("translation", "affine") if k < len(found) else ("affine",):
-            W, _ = _ecc(fa[s], fb[s], W, model, iters // 2)
+    for W in starts:
+        W, _ = _ecc(fa[s], fb[s], W, "affine", iters // 2)
         done.append((_frame_score(fa[s], fb[s], W), W))
-    done = _distinct(done, fa[s].shape, 3, 1.0)
+    done = _distinct(done, fa[s].shape, 2, 1.0)
     j = max(s - 1, 0)                  # the judging level
     judged = []
     for _, W in done:
@@ -621,18 +642,17 @@ def estimate(ir, vis, *, min_size: int = 64, iters: int = 30, use_opencv: bool =
     score, W = judged[0]
     far = [(r, corner_error(W2, W, fa[j].shape) * 2.0 ** j) for r, W2 in judged[1:]]
     far = [f for f in far if f[1] > RUNNER_UP_PX]
-    for level in range(j - 1, -1, -1):
-        W = _UP @ W @ np.linalg.inv(_UP)
+    for level in range(j, -1, -1):
+        if level < j:
+            W = _UP @ W @ np.linalg.inv(_UP)
         W, _ = _ecc(fa[level], fb[level], W, "homography", iters)
-    if j == 0:
-        W, _ = _ecc(fa[0], fb[0], W, "homography", iters)
     H = np.linalg.inv(W)
     H = H / H[2, 2]
     return Fit(H, float(score), far[0][0] if far else None, far[0][1] if far else None,
-               "ecc+features" if n_cv else "ecc")
+               "ecc+opencv" if n_cv else "ecc")
 
 
-def estimate_homography(ir, vis, *, min_size: int = 64, iters: int = 30,
+def estimate_homography(ir, vis, *, min_size: int = 100, iters: int = 30,
                         use_opencv: bool = True) -> np.ndarray:
     """``H`` (vis -> IR, float64 3x3) of :func:`estimate`. ``ir``, ``vis``: one image each, any
     layout/dtype ``fuse`` takes, any sizes."""
@@ -785,8 +805,11 @@ def align(ir_path, vis_path, out, *, points=None) -> tuple[dict, list[str]]:
         method, name = "points", os.fspath(points)
         extra["points"] = os.fspath(points)
     else:
-        H = estimate_homography(ir, vis)
-        method, name = "ecc", f"{ir_path} / {vis_path}"
+        fit = estimate(ir, vis)
+        H, method, name = fit.H, fit.method, f"{ir_path} / {vis_path}"
+        quality.update(score=round(fit.score, 4), runner_up=None if fit.runner_up is None
+                       else round(float(fit.runner_up), 4),
+                       runner_up_px=None if fit.runner_up_px is None else round(float(fit.runner_up_px), 1))
     warns = check_homography(H, vis_hw, ir_hw, name)
     before = edge_overlap(ir, vis)  # identity: the pair as it is
     after = edge_overlap(ir, vis, H)
@@ -797,6 +820,19 @@ def align(ir_path, vis_path, out, *, points=None) -> tuple[dict, list[str]]:
     if after < before - 0.005 and moved > 0.5:
         warns.append(f"{name}: the fit does not improve the edge overlap ({before:.3f} -> "
                      f"{after:.3f}); check the images, or give --points")
+    if points is None:
+        if fit.ambiguous:
+            warns.append(f"{name}: ambiguous fit: another alignment {fit.runner_up_px:.0f} px away "
+                         f"correlates almost as well ({fit.runner_up:.3f} vs {fit.score:.3f}); "
+                         "check the warped image, or give --points")
+        if after < WEAK_OVERLAP:
+            warns.append(f"{name}: weak edge overlap after the fit ({after:.3f} < {WEAK_OVERLAP}); "
+                         "the images may share too few edges: check, or give --points")
+        sc, rot = local_scale(H, vis_hw), _rotation_deg(H, vis_hw)
+        if not (AUTO_SCALE[0] <= sc <= AUTO_SCALE[1] and abs(rot) <= AUTO_ROTATION_DEG):
+            warns.append(f"{name}: the fit (scale {sc:.3f}, rotation {rot:.1f} deg) is outside what "
+                         f"the automatic search covers (scale {AUTO_SCALE[0]}-{AUTO_SCALE[1]}, "
+                         f"rotation <= {AUTO_ROTATION_DEG} deg); check, or give --points")
     quality["plausible"] = not warns
     doc = save_homography(out, H, ir_size=ir_hw, vis_size=vis_hw, method=method, quality=quality,
                           **extra)

@@ -43,7 +43,9 @@ def collect(runs: str, names: list[str]) -> None:
 
 
 def table(names: list[str]) -> None:
-    files = sorted(glob.glob(os.path.join(OUT, "*_val.jsonl")), key=os.path.getmtime)
+    files = sorted(glob.glob(os.path.join(OUT, "*_val.jsonl")))
+    if names:
+        files = [os.path.join(OUT, f"{n}_val.jsonl") for n in names]
     head = "| trial | step | " + " | ".join(METRICS) + " | mean rank | wins |"
     print(head + "\n|---|---:|" + "---:|" * (len(METRICS) + 2))
     for path in files:
