@@ -121,19 +121,21 @@ def test_half_written_and_corrupt_checkpoints(workdir, tmp_path):
             if os.path.basename(root) == "d":
                 os.remove(os.path.join(root, f))
     with pytest.raises(CheckpointError, match=r"checkpoint at step 5 .* is corrupt or incomplete"):
-        load_checkpoint(wd)
+        load_checkpoint(wd, step=5)
+    with pytest.warns(UserWarning, match="checkpoint at step 5 is damaged; loaded step 3"):
+        assert load_checkpoint(wd).step == 3  # the latest is damaged: the newest readable one
     # Truncated tree metadata.
     wd = _copy(workdir, tmp_path / "meta")
     meta = wd / "checkpoints" / "5" / "state" / "_METADATA"
     meta.write_bytes(meta.read_bytes()[:40])
     with pytest.raises(CheckpointError, match=r"step 5 .* is corrupt or incomplete") as e:
-        load_checkpoint(wd)
+        load_checkpoint(wd, step=5)
     assert "\n" not in str(e.value)
     # Missing config.
     wd = _copy(workdir, tmp_path / "noconfig")
     os.remove(wd / "checkpoints" / "5" / "config" / "metadata")
     with pytest.raises(CheckpointError, match="cannot read its config"):
-        load_checkpoint(wd)
+        load_checkpoint(wd, step=5)
 
 
 # --- export --------------------------------------------------------------------------------------

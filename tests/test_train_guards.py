@@ -247,6 +247,8 @@ def test_a_signal_inside_a_step_stops_after_the_step():
         raise KeyboardInterrupt
 
     before = signal.signal(signal.SIGTERM, on_term)
+    # Python's default, unless the test runs as a background job (SIGINT ignored by the shell).
+    int_before = signal.getsignal(signal.SIGINT)
     try:
         finished = []
         with pytest.raises(KeyboardInterrupt):
@@ -255,7 +257,7 @@ def test_a_signal_inside_a_step_stops_after_the_step():
                 finished.append("step")  # still runs: the signal was held
         assert finished == ["step"] and calls == [signal.SIGTERM]
         assert signal.getsignal(signal.SIGTERM) is on_term
-        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        assert signal.getsignal(signal.SIGINT) is int_before
 
         with pytest.raises(KeyboardInterrupt):
             with trainer._stop_after_step():
@@ -263,6 +265,6 @@ def test_a_signal_inside_a_step_stops_after_the_step():
                 signal.raise_signal(signal.SIGINT)  # the second one stops now
                 finished.append("not reached")
         assert finished == ["step"]
-        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        assert signal.getsignal(signal.SIGINT) is int_before
     finally:
         signal.signal(signal.SIGTERM, before)
