@@ -33,6 +33,7 @@ import numpy as np
 from flax import serialization
 
 from patchfuse_jax.checkpoint import CheckpointError
+from patchfuse_jax.io import write_bytes_atomic
 from patchfuse_jax.config import GENERATOR_KEYS, generator_arch
 from patchfuse_jax.inference import (FuseParams, _float32, _one_line, check_variables,
                                      load_checkpoint)
@@ -98,16 +99,7 @@ def export_generator(src, out_path: str | os.PathLike, *, step: int | None = Non
     out_path = os.fspath(out_path)
     if os.path.isdir(out_path):
         raise CheckpointError(f"{out_path}: is a directory; --out needs a file name, e.g. model.msgpack")
-    parent = os.path.dirname(os.path.abspath(out_path))
-    os.makedirs(parent, exist_ok=True)
-    tmp = f"{out_path}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, out_path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    write_bytes_atomic(out_path, data)
     meta = _metadata(_unpack(data, out_path))
     meta["bytes"] = len(data)
     return meta

@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from patchfuse_jax import io, layouts, tiling
+from patchfuse_jax import layouts, tiling
 from patchfuse_jax.checkpoint import quiet_orbax, CheckpointError, Checkpoints
 from patchfuse_jax.config import generator_arch
 from patchfuse_jax.convs import inference_compiler_options

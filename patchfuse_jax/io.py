@@ -215,3 +215,17 @@ def format_list(items: Sequence[str], limit: int = 10) -> str:
     items = list(items)
     head = ", ".join(items[:limit])
     return head + (f" (+{len(items) - limit} more)" if len(items) > limit else "")
+
+
+def write_bytes_atomic(path: str, data: bytes) -> None:
+    """Writes ``data`` to ``path`` through a temporary file in the same folder, replaced in one
+    step: a crash or Ctrl-C never leaves a half-written file under ``path``."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)

@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from patchfuse_jax.checkpoint import CheckpointError
+from patchfuse_jax.io import write_bytes_atomic
 from patchfuse_jax.inference import BN_MODES, DEFAULT_BN, FuseParams
 
 FORMAT = "patchfuse_jax.onnx_generator"
@@ -187,7 +188,7 @@ def _graph(params: FuseParams, bn: str, opset: int, transpose: str):
         if arch[key] not in allowed:
             raise OnnxExportError(f"export_onnx: {key}={arch[key]!r} is not supported by the ONNX "
                                   f"exporter (it knows {', '.join(map(str, allowed))})")
-    n, ngf = int(arch["num_downs"]), int(arch["ngf"])
+    n = int(arch["num_downs"])
     norm_name = "BatchNorm" if arch["norm"] == "batch" else "InstanceNorm"
     residual = arch["output"] == "residual_average"
     b = _Builder(helper, numpy_helper, params.variables, transpose)
@@ -197,7 +198,6 @@ def _graph(params: FuseParams, bn: str, opset: int, transpose: str):
         counters[kind] += 1
         return f"{kind}_{counters[kind] - 1}"
 
-    feats = [min(ngf * 2 ** i, 8 * ngf) for i in range(n)]
     x, skips = INPUT, []
     for level in range(n):
         if level > 0:
@@ -288,16 +288,8 @@ def export_onnx(params: FuseParams, path: str | os.PathLike, *, bn: str = DEFAUL
     path = os.fspath(path)
     if os.path.isdir(path):
         raise OnnxExportError(f"{path}: is a directory; --out needs a file name, e.g. model.onnx")
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     data = model.SerializeToString()
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    write_bytes_atomic(path, data)
     meta = {p.key: p.value for p in model.metadata_props}
     meta["bytes"] = str(len(data))
     return meta

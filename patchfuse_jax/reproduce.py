@@ -366,7 +366,6 @@ def make_grid(opt) -> bool:
     newest = max(os.path.getmtime(os.path.join(w, "best.msgpack")) for w in wds.values())
     if os.path.exists(png) and os.path.exists(meta) and os.path.getmtime(png) > newest:
         return True
-    import numpy as np
     from patchfuse_jax import baselines, data, io
     from patchfuse_jax.evaluation import quantize
     from patchfuse_jax.inference import fuse, load_checkpoint

@@ -46,3 +46,20 @@ _enable_compilation_cache()
 TINY = dict(num_downs=2, ngf=4, ndf=4, d_arch="4s2,4s2,4s1", crop_size=(32, 32), batch_size=2,
             synthetic_size=(40, 48), synthetic_pairs=6, learning_rate=1e-3, log_every=1,
             sample_every=1000, checkpoint_every=1000)
+
+
+def tiny_model_export(folder, norm: str, seed: int, step: int):
+    """A tiny random generator (2 levels, ngf 4) exported to ``folder/tiny.msgpack``:
+    ``(path, FuseParams)``."""
+    import jax
+    import jax.numpy as jnp
+
+    from patchfuse_jax.export import export_generator
+    from patchfuse_jax.inference import make_fuse_params
+    from patchfuse_jax.models import Generator
+    arch = dict(num_downs=2, ngf=4, norm=norm)
+    variables = Generator(**arch).init(jax.random.key(seed), jnp.zeros((1, 8, 8, 2)), train=False)
+    params = make_fuse_params(variables, arch, step=step)
+    path = os.path.join(str(folder), "tiny.msgpack")
+    export_generator(params, path)
+    return path, params

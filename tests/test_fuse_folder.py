@@ -5,18 +5,13 @@ import subprocess
 import sys
 import zlib
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from patchfuse_jax import fuse, io, pretrained
 from patchfuse_jax.__main__ import main
 from patchfuse_jax.evaluation import quantize
-from patchfuse_jax.export import export_generator
-from patchfuse_jax.inference import make_fuse_params
-from patchfuse_jax.models import Generator
-from tests.conftest import REPO
+from tests.conftest import tiny_model_export, REPO
 
 SIZES = {"a": (37, 53), "b": (37, 53), "c": (40, 61)}  # two sizes, odd ones
 
@@ -24,12 +19,7 @@ SIZES = {"a": (37, 53), "b": (37, 53), "c": (40, 61)}  # two sizes, odd ones
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
     """A tiny random generator with BatchNorm, exported to one file: ``(path, FuseParams)``."""
-    arch = dict(num_downs=2, ngf=4, norm="batch")
-    variables = Generator(**arch).init(jax.random.key(3), jnp.zeros((1, 8, 8, 2)), train=False)
-    params = make_fuse_params(variables, arch, step=7)
-    path = tmp_path_factory.mktemp("model") / "tiny.msgpack"
-    export_generator(params, path)
-    return str(path), params
+    return tiny_model_export(tmp_path_factory.mktemp("model"), "batch", seed=3, step=7)
 
 
 def _pairs(root, sizes=SIZES, vis_rgb=True, seed=0):

@@ -1,34 +1,25 @@
 """``patchfuse fuse --ir_video/--vis_video/--out`` (patchfuse_jax/video.py): streamed video fusion."""
 import os
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from patchfuse_jax import fuse, io, video
 from patchfuse_jax.__main__ import main
 from patchfuse_jax.evaluation import quantize
-from patchfuse_jax.export import export_generator
-from patchfuse_jax.inference import make_fuse_params
-from patchfuse_jax.models import Generator
 
 imageio_ffmpeg = pytest.importorskip("imageio_ffmpeg")
 # imageio-ffmpeg forks to put ffmpeg in its own process group; JAX warns about any fork.
 pytestmark = pytest.mark.filterwarnings("ignore:os.fork\\(\\) was called:RuntimeWarning")
 
 HW = (32, 48)
+from tests.conftest import tiny_model_export  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
     """A tiny random generator, exported: ``(path, FuseParams)``."""
-    arch = dict(num_downs=2, ngf=4, norm="instance")
-    variables = Generator(**arch).init(jax.random.key(5), jnp.zeros((1, 8, 8, 2)), train=False)
-    params = make_fuse_params(variables, arch, step=3)
-    path = tmp_path_factory.mktemp("model") / "tiny.msgpack"
-    export_generator(params, path)
-    return str(path), params
+    return tiny_model_export(tmp_path_factory.mktemp("model"), "instance", seed=5, step=3)
 
 
 def _frames(n, seed, rgb):
