@@ -522,7 +522,7 @@ def _pw_setting(docs, expected, runs) -> list[str]:
            "Compact scale: ngf/ndf 16, 7 levels, 128×256 crops, 1500 steps, 3 seeds; the two large runs: "
            "ngf/ndf 32, 8 levels, 256×512 crops, one seed.",
            f"- Checkpoint: the best validation step by `--selection={'/'.join(sels)}` (wins over Average on "
-           "the six paper metrics, then mean margin; 26 validation pairs), scored once on the 20 test pairs "
+           "the six paper metrics, then mean margin; 20 validation pairs, `splits/roadscene_val.txt`), scored once on the 20 test pairs "
            "(`splits/roadscene_test.txt`)."]
     if docs:
         mins = [d.get("minutes") or 0.0 for d in docs]
@@ -536,7 +536,8 @@ def _pw_setting(docs, expected, runs) -> list[str]:
     missing = [f"`{n}` seed {s}" for n, s in expected if s not in runs.get(n, {})]
     if missing:
         out.append(f"- Missing ({len(missing)} runs, not trained or not evaluated yet): "
-                   + ", ".join(missing) + ".")
+                   + ", ".join(missing) + ". **Every verdict below is provisional** until they are in: "
+                   "it rests on the seeds listed with it.")
     return out
 
 
