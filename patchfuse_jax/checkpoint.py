@@ -61,15 +61,16 @@ class Checkpoints:
         return self.manager.latest_step()
 
     def latest_readable_step(self) -> int | None:
-        """The newest step whose config and state can be read. Each newer, damaged step is moved
+        """The newest step whose config and state metadata can be read (damaged array data shows
+        in :meth:`restore_readable`). Each newer, damaged step is moved
         (never deleted) to ``WORKDIR/damaged_checkpoints/<step>`` with one warning line naming
         it, so that training can save that step again. None without checkpoints; CheckpointError
         when there are checkpoints but none is readable."""
         damaged = []
         for step in sorted(self.manager.all_steps(), reverse=True):
-            try:
+            try:  # cheap: the config and the state's tree metadata, not its arrays
                 self.config_dict(step)
-                self.restore_raw(step)
+                self._state_metadata(step)
             except Exception as e:  # noqa: BLE001 - orbax/tensorstore/json raise many types
                 damaged.append(step)
                 self._set_aside(step, e)
@@ -80,6 +81,27 @@ class Checkpoints:
                 f"{self.directory}: no readable checkpoint (steps {', '.join(map(str, damaged))} are "
                 f"damaged; moved to {os.path.join(os.path.dirname(self.directory), DAMAGED_DIR)})")
         return None
+
+    def _state_metadata(self, step: int):
+        step_dir = ocp.step.standard_name_format().find_step(epath.Path(self.directory), step).path
+        handler = ocp.PyTreeCheckpointHandler()
+        try:
+            return handler.metadata(step_dir / "state")
+        finally:
+            handler.close()
+
+    def restore_readable(self, step: int, target):
+        """``(step, state)``: the state at ``step`` restored into ``target``'s structure, or, when
+        its arrays cannot be read, that step set aside (as :meth:`latest_readable_step`) and the
+        newest readable older one restored instead."""
+        while True:
+            try:
+                return step, self.restore(step, target)
+            except Exception as e:  # noqa: BLE001
+                self._set_aside(step, e)
+            step = self.latest_readable_step()
+            if step is None:
+                raise CheckpointError(f"{self.directory}: no readable checkpoint left")
 
     def _set_aside(self, step: int, error: BaseException) -> None:
         src = ocp.step.standard_name_format().find_step(epath.Path(self.directory), step).path

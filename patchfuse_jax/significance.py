@@ -15,6 +15,8 @@ import math
 
 import numpy as np
 
+from patchfuse_jax.metrics.target import box_mean, local_contrast
+
 ALPHA = 0.05
 N_BOOT = 10000
 BOOT_SEED = 0
@@ -115,26 +117,6 @@ def pairs_needed(diffs) -> float:
 
 
 # ----------------------------------------------------------------------------- W's effect
-def box_mean(x: np.ndarray, size: int) -> np.ndarray:
-    """Mean of ``x`` ``(H, W)`` over the ``size x size`` window centred on each pixel (rows
-    ``i - (size-1)//2 .. i + size//2``), pixels outside the image not counted: ``(H, W)``."""
-    x = np.asarray(x, np.float64)
-    lo, hi = (size - 1) // 2, size // 2
-    s = np.pad(x, ((1, 0), (1, 0))).cumsum(0).cumsum(1)  # s[i, j] = sum of x[:i, :j]
-    h, w = x.shape
-    r0, r1 = np.clip(np.arange(h) - lo, 0, h), np.clip(np.arange(h) + hi + 1, 0, h)
-    c0, c1 = np.clip(np.arange(w) - lo, 0, w), np.clip(np.arange(w) + hi + 1, 0, w)
-    total = s[r1][:, c1] - s[r0][:, c1] - s[r1][:, c0] + s[r0][:, c0]
-    return total / np.outer(r1 - r0, c1 - c0)
-
-
-def local_contrast(x: np.ndarray, size: int = CONTRAST_WINDOW) -> np.ndarray:
-    """Standard deviation of ``x`` ``(H, W)`` over the ``size x size`` window on each pixel (as
-    :func:`box_mean`): ``(H, W)``."""
-    x = np.asarray(x, np.float64)
-    return np.sqrt(np.maximum(box_mean(x * x, size) - box_mean(x, size) ** 2, 0.0))
-
-
 def warm_mask(ir: np.ndarray, size: int, top: float = TOP) -> np.ndarray:
     """Boolean ``(H, W)``: the pixels whose W is at or above W's ``1 - top`` quantile. W at a pixel
     is the paper's weight: the mean IR intensity over the ``size x size`` patch centred on it
@@ -153,6 +135,6 @@ def weight_effect(ir: np.ndarray, fused: np.ndarray, size: int, top: float = TOP
     if ir.shape != fused.shape or ir.ndim != 2:
         raise ValueError(f"weight_effect: ir {ir.shape} and fused {fused.shape} must be equal (H, W)")
     m = warm_mask(ir, size, top)
-    ii, ci = ir[m].mean(), local_contrast(ir)[m].mean()
+    ii, ci = ir[m].mean(), local_contrast(ir, CONTRAST_WINDOW)[m].mean()
     return {"intensity": float(fused[m].mean() / ii) if ii > 0 else math.nan,
-            "contrast": float(local_contrast(fused)[m].mean() / ci) if ci > 0 else math.nan}
+            "contrast": float(local_contrast(fused, CONTRAST_WINDOW)[m].mean() / ci) if ci > 0 else math.nan}

@@ -234,7 +234,7 @@ def train_and_evaluate(cfg: Config, workdir: str, *, show_progress: bool = True,
     # --- State (host copy: what checkpoints hold, whatever the device count) ------------------
     host_state = jax.device_get(create_train_state(cfg, par.axis_name))
     if latest is not None:
-        host_state = ckpts.restore(latest, host_state)
+        latest, host_state = ckpts.restore_readable(latest, host_state)
         log.info("resumed from %s at step %d", ckpts.directory, latest)
     start = int(host_state.step)
     log.info("parameters: G %d, D_ir %d, D_vis %d", param_count(host_state.g.params),

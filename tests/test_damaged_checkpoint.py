@@ -35,14 +35,18 @@ def _copy_with_damaged(src, dst, steps):
     return dst
 
 
-def test_resume_falls_back_to_the_newest_readable_step(trained, tmp_path, caplog):
-    wd = _copy_with_damaged(trained, str(tmp_path / "w"), [4])
+def _resume_to_step_6_past_damaged_step_4(wd, caplog):
     with caplog.at_level(logging.WARNING, logger="patchfuse_jax"):
         state = trainer.train_and_evaluate(Config(**{**TINY, "num_steps": 6, "checkpoint_every": 2}), wd,
                                            show_progress=False)
     assert int(state.step) == 6
     lines = [r.getMessage() for r in caplog.records if "damaged" in r.getMessage()]
     assert len(lines) == 1 and "step 4 is damaged" in lines[0]
+
+
+def test_resume_falls_back_to_the_newest_readable_step(trained, tmp_path, caplog):
+    wd = _copy_with_damaged(trained, str(tmp_path / "w"), [4])
+    _resume_to_step_6_past_damaged_step_4(wd, caplog)
     # Set aside, never deleted; the resumed run saved step 4 again and went on to 6.
     assert os.listdir(os.path.join(wd, DAMAGED_DIR)) == ["4"]
     assert os.path.getsize(next(os.path.join(r, f) for r, _, fs in os.walk(os.path.join(wd, DAMAGED_DIR))
@@ -79,3 +83,14 @@ def test_no_readable_checkpoint_is_one_line(trained, tmp_path):
 def test_fusing_users_see_no_orbax_warnings(trained, capfd):
     load_checkpoint(trained)
     assert "read only" not in capfd.readouterr().err
+
+
+def test_resume_falls_back_when_only_the_array_data_is_damaged(trained, tmp_path, caplog):
+    wd = str(tmp_path / "w")
+    shutil.copytree(trained, wd)
+    for root, _, files in os.walk(os.path.join(wd, "checkpoints", "4", "state")):
+        if os.path.basename(root) == "d":  # array chunks gone; config and tree metadata intact
+            for f in files:
+                os.remove(os.path.join(root, f))
+    _resume_to_step_6_past_damaged_step_4(wd, caplog)
+    assert os.listdir(os.path.join(wd, DAMAGED_DIR)) == ["4"]

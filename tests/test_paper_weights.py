@@ -10,7 +10,7 @@ import numpy as np
 
 from patchfuse_jax import report, reproduce
 from tests.conftest import REPO
-from tests.test_reproduce import _pairs
+from tests.test_reproduce import _pairs, _tiny_flagfile
 
 M = report.METRICS
 PW = reproduce.SUITES["paper_weights"]
@@ -120,12 +120,7 @@ def test_suite_trains_and_stores_per_image_values_and_w_effect(tmp_path, monkeyp
     d, exps = tmp_path / "data", tmp_path / "experiments"
     _pairs(d)
     os.makedirs(exps)
-    (exps / "table1_dg.flags").write_text("\n".join([
-        f"--data_dir={d}", f"--train_split={d}/train.txt", f"--eval_split={d}/val.txt", "--eval_every=2",
-        "--num_steps=2", "--checkpoint_every=2", "--num_downs=2", "--ngf=4", "--ndf=4",
-        "--d_arch=4s2,4s2,4s1",
-        "--crop_size=32x32", "--batch_size=2", "--log_every=1", "--sample_every=1000", "--weight_mode=dg",
-        "--selection=wins_average"]) + "\n")
+    _tiny_flagfile(exps / "table1_dg.flags", d, 2, "--selection=wins_average")
     monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR",
                        os.path.join(str(tmp_path), os.pardir, "reproduce_jax_cache"))
     out, res, docs = tmp_path / "runs", tmp_path / "results", tmp_path / "R.md"

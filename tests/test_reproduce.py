@@ -97,14 +97,20 @@ def _pairs(root):
         (root / f"{name}.txt").write_text("\n".join(stems.split()) + "\n")
 
 
+def _tiny_flagfile(path, d, num_steps: int, *extra: str) -> None:
+    """A flagfile training a tiny W-in-D_ir-and-G model on the pairs of ``_pairs(d)``."""
+    path.write_text("\n".join([
+        f"--data_dir={d}", f"--train_split={d}/train.txt", f"--eval_split={d}/val.txt", "--eval_every=2",
+        f"--num_steps={num_steps}", "--checkpoint_every=2", "--num_downs=2", "--ngf=4", "--ndf=4",
+        "--d_arch=4s2,4s2,4s1", "--crop_size=32x32", "--batch_size=2", "--log_every=1", "--sample_every=1000",
+        "--weight_mode=dg", *extra]) + "\n")
+
+
 def test_trains_missing_runs_skips_finished_ones_and_writes_results(tmp_path, monkeypatch, capsys):
     d, exps = tmp_path / "data", tmp_path / "experiments"
     _pairs(d)
     os.makedirs(exps)
-    (exps / "table1_dg.flags").write_text("\n".join([
-        f"--data_dir={d}", f"--train_split={d}/train.txt", f"--eval_split={d}/val.txt", "--eval_every=2",
-        "--num_steps=3", "--checkpoint_every=2", "--num_downs=2", "--ngf=4", "--ndf=4", "--d_arch=4s2,4s2,4s1",
-        "--crop_size=32x32", "--batch_size=2", "--log_every=1", "--sample_every=1000", "--weight_mode=dg"]) + "\n")
+    _tiny_flagfile(exps / "table1_dg.flags", d, num_steps=3)
     monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", os.path.join(str(tmp_path), os.pardir, "reproduce_jax_cache"))
     table = {"table1": [("table1_dg", True)], "none": [("baseline_none", True)],
              "table5": [("table5_avg", True)], "gone": [("no_such_experiment", False)]}

@@ -48,11 +48,32 @@ def target_contrast(a: np.ndarray, b: np.ndarray, f: np.ndarray) -> float:
     return float((f[t].mean() - f[r].mean()) / (a[t].mean() - a[r].mean()))
 
 
-def local_sd(x: np.ndarray, size: int = 7) -> np.ndarray:
-    """Standard deviation over each ``size x size`` window (valid positions)."""
+def box_mean(x: np.ndarray, size: int) -> np.ndarray:
+    """Mean of ``x`` ``(H, W)`` over the ``size x size`` window centred on each pixel (rows
+    ``i - (size-1)//2 .. i + size//2``), pixels outside the image not counted: ``(H, W)``."""
     x = np.asarray(x, np.float64)
-    win = np.lib.stride_tricks.sliding_window_view(x, (size, size))
-    return win.std(axis=(-1, -2))
+    lo, hi = (size - 1) // 2, size // 2
+    s = np.pad(x, ((1, 0), (1, 0))).cumsum(0).cumsum(1)  # s[i, j] = sum of x[:i, :j]
+    h, w = x.shape
+    r0, r1 = np.clip(np.arange(h) - lo, 0, h), np.clip(np.arange(h) + hi + 1, 0, h)
+    c0, c1 = np.clip(np.arange(w) - lo, 0, w), np.clip(np.arange(w) + hi + 1, 0, w)
+    total = s[r1][:, c1] - s[r0][:, c1] - s[r1][:, c0] + s[r0][:, c0]
+    return total / np.outer(r1 - r0, c1 - c0)
+
+
+def local_contrast(x: np.ndarray, size: int = 7) -> np.ndarray:
+    """Standard deviation of ``x`` ``(H, W)`` over the ``size x size`` window on each pixel (as
+    :func:`box_mean`): ``(H, W)``."""
+    x = np.asarray(x, np.float64)
+    return np.sqrt(np.maximum(box_mean(x * x, size) - box_mean(x, size) ** 2, 0.0))
+
+
+def local_sd(x: np.ndarray, size: int = 7) -> np.ndarray:
+    """Standard deviation over each ``size x size`` window inside the image (valid positions):
+    ``(H - size + 1, W - size + 1)``."""
+    lo, hi = (size - 1) // 2, size // 2
+    h, w = np.shape(x)
+    return local_contrast(x, size)[lo:h - hi, lo:w - hi]
 
 
 def texture_kept(a: np.ndarray, b: np.ndarray, f: np.ndarray) -> float:
