@@ -4,8 +4,9 @@
 
 Prints one JSON line per (split, mode): the six paper metrics' means (as evaluate.py computes
 them, on 8-bit outputs), wins against Average fusion and the mean relative margin
-(``patchfuse_jax.validation``). The model must be trained with ``--norm=batch``.
+(``patchfuse_jax.train.validation``). The model must be trained with ``--norm=batch``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,17 +24,27 @@ def main() -> None:
     p.add_argument("--splits", default="splits/roadscene_val.txt,splits/roadscene_test.txt")
     args = p.parse_args()
     from patchfuse_jax import load_checkpoint
-    from patchfuse_jax.validation import Validator
+    from patchfuse_jax.train.validation import Validator
 
     params = load_checkpoint(args.checkpoint)
-    if params.arch_dict["norm"] != "batch":
-        sys.exit(f"error: {args.checkpoint}: norm={params.arch_dict['norm']}, not batch: both modes are the same")
+    if params.arch.norm != "batch":
+        sys.exit(f"error: {args.checkpoint}: norm={params.arch.norm}, not batch: both modes are the same")
     for split in args.splits.split(","):
         val = Validator(args.data_dir, split)
         for bn in ("running", "image"):
             scores = val.evaluate(params, bn=bn)
-            print(json.dumps({"checkpoint": args.checkpoint, "step": params.step, "split": split,
-                              "bn": bn, **{k: round(float(v), 4) for k, v in scores.items()}}), flush=True)
+            print(
+                json.dumps(
+                    {
+                        "checkpoint": args.checkpoint,
+                        "step": params.step,
+                        "split": split,
+                        "bn": bn,
+                        **{k: round(float(v), 4) for k, v in scores.items()},
+                    }
+                ),
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

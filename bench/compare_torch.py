@@ -13,7 +13,7 @@ ours / torch (below 1: ours is faster). Our compile time is reported separately
 
 Workloads:
 
-* ``train_*``: one full training step (``patchfuse_jax.step.train_step``, compiled as train.py
+* ``train_*``: one full training step (``patchfuse_jax.train.step.train_step``, compiled as train.py
   compiles it: ``Parallel.compile_step``, state donated) vs ``torch_nets.TorchTrainer.step``
   (eager PyTorch, the same networks, losses, update order and Adam settings). Paper model:
   num_downs=8, ngf=ndf=64, batch 1; ``_ngf16``: ngf=ndf=16. ``demo`` is configs/demo.flags
@@ -29,6 +29,7 @@ Workloads:
 
 Parameter counts of G and D are asserted equal on both sides for every workload.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,7 +47,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from patchfuse_jax import runtime  # noqa: E402
+from patchfuse_jax.train import runtime  # noqa: E402
 
 if __name__ == "__main__":
     runtime.use_huge_pages()  # as train.py; PyTorch's allocations (glibc malloc too) get it as well
@@ -55,12 +56,13 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from patchfuse_jax.config import Config  # noqa: E402
-from patchfuse_jax.convs import inference_compiler_options  # noqa: E402
-from patchfuse_jax.inference import fuse, make_fuse_params  # noqa: E402
-from patchfuse_jax.parallel import Parallel  # noqa: E402
-from patchfuse_jax.state import create_train_state, param_count  # noqa: E402
-from patchfuse_jax.step import train_step  # noqa: E402
+from patchfuse_jax.fusing.api import fuse
+from patchfuse_jax.fusing.saved import make_fuse_params  # noqa: E402
+from patchfuse_jax.nn.convs import inference_compiler_options  # noqa: E402
+from patchfuse_jax.train.config import Config  # noqa: E402
+from patchfuse_jax.train.parallel import Parallel  # noqa: E402
+from patchfuse_jax.train.state import create_train_state, param_count  # noqa: E402
+from patchfuse_jax.train.step import train_step  # noqa: E402
 
 torch = torch_nets = None  # imported in main(), after OMP_WAIT_POLICY is settled
 
@@ -73,12 +75,14 @@ WORKLOADS = {
     "train_256x512_paper65": dict(kind="train", cfg=dict(PAPER, crop_size=(256, 512), d_arch="paper65")),
     "eval_g_256x512": dict(kind="eval", cfg=dict(PAPER, crop_size=(256, 512), d_arch="paper65")),
     "demo": dict(kind="train", flagfile="configs/demo.flags"),
-    "train_256x512_ngf16": dict(kind="train", cfg=dict(num_downs=8, ngf=16, ndf=16, batch_size=1,
-                                                       crop_size=(256, 512), d_arch="paper65")),
+    "train_256x512_ngf16": dict(
+        kind="train", cfg=dict(num_downs=8, ngf=16, ndf=16, batch_size=1, crop_size=(256, 512), d_arch="paper65")
+    ),
 }
 
 
 # ------------------------------------------------------------------------------- configs
+
 
 def _hw(text: str) -> tuple[int, int]:
     parts = [int(p) for p in text.lower().replace(",", "x").split("x")]
@@ -99,7 +103,7 @@ def config_from_flagfile(path: str) -> Config:
             if not hasattr(default, key):
                 continue
             cur = getattr(default, key)
-            kw[key] = (_hw(val) if isinstance(cur, tuple) else type(cur)(val))
+            kw[key] = _hw(val) if isinstance(cur, tuple) else type(cur)(val)
     return Config(**kw)
 
 
@@ -116,8 +120,7 @@ def parse_override(text: str) -> tuple[str, object]:
 
 
 def workload_config(spec: dict) -> Config:
-    cfg = (config_from_flagfile(spec["flagfile"]) if "flagfile" in spec
-           else dataclasses.replace(Config(), **spec["cfg"]))
+    cfg = config_from_flagfile(spec["flagfile"]) if "flagfile" in spec else dataclasses.replace(Config(), **spec["cfg"])
     return dataclasses.replace(cfg, **OVERRIDES)
 
 
@@ -127,9 +130,17 @@ def torch_trainer(cfg: Config):
     if cfg.weight_pooling != "avg" or cfg.weight_scale != "raw":
         raise SystemExit("compare_torch.py: the torch twin implements weight_pooling=avg, weight_scale=raw")
     return torch_nets.TorchTrainer(
-        num_downs=cfg.num_downs, ngf=cfg.ngf, ndf=cfg.ndf, d_layers=cfg.d_layers,
-        learning_rate=cfg.learning_rate, b1=cfg.adam_b1, b2=cfg.adam_b2,
-        weight_mode=cfg.weight_mode, gamma=cfg.gamma, lam=cfg.lam)
+        num_downs=cfg.num_downs,
+        ngf=cfg.ngf,
+        ndf=cfg.ndf,
+        d_layers=cfg.d_layers,
+        learning_rate=cfg.learning_rate,
+        b1=cfg.adam_b1,
+        b2=cfg.adam_b2,
+        weight_mode=cfg.weight_mode,
+        gamma=cfg.gamma,
+        lam=cfg.lam,
+    )
 
 
 def check_param_counts(name: str, state, tt) -> tuple[int, int]:
@@ -169,17 +180,28 @@ def ms(ts: list[float]) -> float:
 
 
 def stats(prefix: str, ts: list[float]) -> dict:
-    return {f"{prefix}_ms": ms(ts), f"{prefix}_min_ms": round(min(ts) * 1e3, 2),
-            f"{prefix}_max_ms": round(max(ts) * 1e3, 2)}
+    return {
+        f"{prefix}_ms": ms(ts),
+        f"{prefix}_min_ms": round(min(ts) * 1e3, 2),
+        f"{prefix}_max_ms": round(max(ts) * 1e3, 2),
+    }
 
 
 def describe(cfg: Config) -> dict:
-    return {"crop": list(cfg.crop_size), "batch": cfg.batch_size, "num_downs": cfg.num_downs,
-            "ngf": cfg.ngf, "ndf": cfg.ndf, "d_arch": cfg.d_arch, "weight_mode": cfg.weight_mode,
-            "conv_impl": cfg.conv_impl}
+    return {
+        "crop": list(cfg.crop_size),
+        "batch": cfg.batch_size,
+        "num_downs": cfg.num_downs,
+        "ngf": cfg.ngf,
+        "ndf": cfg.ndf,
+        "d_arch": cfg.d_arch,
+        "weight_mode": cfg.weight_mode,
+        "conv_impl": cfg.conv_impl,
+    }
 
 
 # ----------------------------------------------------------------------------- workloads
+
 
 def setup(name: str, spec: dict):
     """Our config and fresh state, and the torch trainer of the same networks (counts checked)."""
@@ -216,12 +238,22 @@ def bench_train(name: str, spec: dict, args) -> dict:
 
     times = interleaved({"torch": theirs, "ours": ours}, args.warmup, args.iters)
     finite = bool(np.isfinite(float(last["ours"]["loss_g"]))) and bool(torch.isfinite(last["torch"]["loss_g"]))
-    return {"workload": name, "kind": "train_step", **describe(cfg), "params_g": pg, "params_d": pd,
-            "ours_ms": ms(times["ours"]), "torch_ms": ms(times["torch"]),
-            "ratio": round(ms(times["ours"]) / ms(times["torch"]), 3),
-            "ours_compile_s": round(compile_s, 2),
-            **stats("ours", times["ours"]), **stats("torch", times["torch"]),
-            "iters": args.iters, "warmup": args.warmup, "finite": finite}
+    return {
+        "workload": name,
+        "kind": "train_step",
+        **describe(cfg),
+        "params_g": pg,
+        "params_d": pd,
+        "ours_ms": ms(times["ours"]),
+        "torch_ms": ms(times["torch"]),
+        "ratio": round(ms(times["ours"]) / ms(times["torch"]), 3),
+        "ours_compile_s": round(compile_s, 2),
+        **stats("ours", times["ours"]),
+        **stats("torch", times["torch"]),
+        "iters": args.iters,
+        "warmup": args.warmup,
+        "finite": finite,
+    }
 
 
 def bench_eval(name: str, spec: dict, args) -> dict:
@@ -230,8 +262,8 @@ def bench_eval(name: str, spec: dict, args) -> dict:
     params = make_fuse_params(variables, cfg.to_dict())
 
     ir, vis = random_pair(1, cfg.crop_size)
-    ir2, vis2 = ir[0, ..., 0], vis[0, ..., 0]          # one (H, W) pair, as fuse takes it
-    x = jnp.asarray(np.concatenate([ir, vis], -1))       # (1, H, W, 2)
+    ir2, vis2 = ir[0, ..., 0], vis[0, ..., 0]  # one (H, W) pair, as fuse takes it
+    x = jnp.asarray(np.concatenate([ir, vis], -1))  # (1, H, W, 2)
     x_t = nchw(np.concatenate([ir, vis], -1))
 
     t0 = time.perf_counter()
@@ -250,18 +282,30 @@ def bench_eval(name: str, spec: dict, args) -> dict:
         with torch.inference_mode():
             g(x_t).numpy()
 
-    fns = {"torch": theirs,
-           "ours": lambda: jax.block_until_ready(fwd_c(variables, x)),
-           "ours_fuse": lambda: fuse(params, ir2, vis2, bn="running")}
+    fns = {
+        "torch": theirs,
+        "ours": lambda: jax.block_until_ready(fwd_c(variables, x)),
+        "ours_fuse": lambda: fuse(params, ir2, vis2, bn="running"),
+    }
     times = interleaved(fns, args.warmup, args.iters)
-    return {"workload": name, "kind": "g_eval", **describe(cfg), "params_g": pg,
-            "ours_ms": ms(times["ours"]), "ours_fuse_ms": ms(times["ours_fuse"]),
-            "torch_ms": ms(times["torch"]),
-            "ratio": round(ms(times["ours"]) / ms(times["torch"]), 3),
-            "ratio_fuse": round(ms(times["ours_fuse"]) / ms(times["torch"]), 3),
-            "ours_compile_s": round(compile_s, 2), "ours_fuse_first_call_s": round(fuse_first_s, 2),
-            **stats("ours", times["ours"]), **stats("ours_fuse", times["ours_fuse"]),
-            **stats("torch", times["torch"]), "iters": args.iters, "warmup": args.warmup}
+    return {
+        "workload": name,
+        "kind": "g_eval",
+        **describe(cfg),
+        "params_g": pg,
+        "ours_ms": ms(times["ours"]),
+        "ours_fuse_ms": ms(times["ours_fuse"]),
+        "torch_ms": ms(times["torch"]),
+        "ratio": round(ms(times["ours"]) / ms(times["torch"]), 3),
+        "ratio_fuse": round(ms(times["ours_fuse"]) / ms(times["torch"]), 3),
+        "ours_compile_s": round(compile_s, 2),
+        "ours_fuse_first_call_s": round(fuse_first_s, 2),
+        **stats("ours", times["ours"]),
+        **stats("ours_fuse", times["ours_fuse"]),
+        **stats("torch", times["torch"]),
+        "iters": args.iters,
+        "warmup": args.warmup,
+    }
 
 
 def bench_check(name: str, spec: dict, args) -> dict:
@@ -269,8 +313,9 @@ def bench_check(name: str, spec: dict, args) -> dict:
     out = {"workload": name, "kind": "check"}
     results = {}
     for d_arch in ("pix2pix70", "paper65"):
-        cfg = dataclasses.replace(Config(num_downs=4, ngf=8, ndf=8, d_arch=d_arch, crop_size=(72, 88),
-                                         batch_size=2), **OVERRIDES)
+        cfg = dataclasses.replace(
+            Config(num_downs=4, ngf=8, ndf=8, d_arch=d_arch, crop_size=(72, 88), batch_size=2), **OVERRIDES
+        )
         state = create_train_state(cfg)
         tt = torch_trainer(cfg)
         check_param_counts(name, state, tt)
@@ -290,9 +335,11 @@ def bench_check(name: str, spec: dict, args) -> dict:
                 g_t = tt.g(nchw(x)).numpy().transpose(0, 2, 3, 1)
                 d_t = tt.d_ir(nchw(ir)).numpy()
             g_j, _ = jax.jit(functools.partial(state.g.apply_fn, train=train, mutable=["batch_stats"]))(
-                state.g.variables(), x)
+                state.g.variables(), x
+            )
             d_j, _ = jax.jit(functools.partial(state.d_ir.apply_fn, train=train, mutable=["batch_stats"]))(
-                state.d_ir.variables(), ir)
+                state.d_ir.variables(), ir
+            )
             mode = "train" if train else "eval"
             r[f"g_{mode}_max_abs_diff"] = float(np.max(np.abs(np.asarray(g_j) - g_t)))
             r[f"d_{mode}_max_abs_diff"] = float(np.max(np.abs(np.asarray(d_j) - d_t)))
@@ -329,12 +376,21 @@ def main():
     p.add_argument("--iters", type=int, default=10, help="timed iterations per side")
     p.add_argument("--warmup", type=int, default=2, help="untimed iterations per side first")
     p.add_argument("--threads", type=int, default=0, help="torch threads (default: os.cpu_count())")
-    p.add_argument("--omp_wait_policy", choices=["passive", "default"], default="passive",
-                   help="torch's OpenMP threads: passive (sleep when idle; the default here) or "
-                        "default (libgomp's spin-then-sleep); ignored when OMP_WAIT_POLICY is set")
-    p.add_argument("--set", action="append", default=[], type=parse_override, metavar="FIELD=VALUE",
-                   help="override a Config field for our side in every workload, e.g. "
-                        "--set conv_impl=xla (repeatable)")
+    p.add_argument(
+        "--omp_wait_policy",
+        choices=["passive", "default"],
+        default="passive",
+        help="torch's OpenMP threads: passive (sleep when idle; the default here) or "
+        "default (libgomp's spin-then-sleep); ignored when OMP_WAIT_POLICY is set",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        type=parse_override,
+        metavar="FIELD=VALUE",
+        help="override a Config field for our side in every workload, e.g. --set conv_impl=xla (repeatable)",
+    )
     p.add_argument("--list", action="store_true", help="print the workload names and exit")
     args = p.parse_args()
     OVERRIDES.update(args.set)
@@ -358,6 +414,7 @@ def main():
     except ImportError:
         sys.exit('compare_torch.py needs PyTorch: pip install -e ".[bench]"')
     import torch_nets
+
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
 
     t_start = time.perf_counter()
@@ -371,14 +428,22 @@ def main():
         if row.get("status") == "MISMATCH":
             failed.append(name)
     summary = {
-        "summary": True, "ratios": ratios,
-        "geomean_ratio": (round(math.exp(statistics.mean(math.log(r) for r in ratios.values())), 3)
-                          if ratios else None),
-        "jax": jax.__version__, "jax_backend": jax.default_backend(), "torch": torch.__version__,
+        "summary": True,
+        "ratios": ratios,
+        "geomean_ratio": (
+            round(math.exp(statistics.mean(math.log(r) for r in ratios.values())), 3) if ratios else None
+        ),
+        "jax": jax.__version__,
+        "jax_backend": jax.default_backend(),
+        "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),
-        "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""), "cpu": cpu_name(), "cpu_count": os.cpu_count(),
-        "iters": args.iters, "warmup": args.warmup, "overrides": {k: str(v) for k, v in OVERRIDES.items()},
+        "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
+        "cpu": cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "iters": args.iters,
+        "warmup": args.warmup,
+        "overrides": {k: str(v) for k, v in OVERRIDES.items()},
         "total_s": round(time.perf_counter() - t_start, 1),
     }
     if failed:

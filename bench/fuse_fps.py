@@ -11,6 +11,7 @@ the reflect padding to a multiple of ``2**num_downs`` and the crop (``fuse`` /
 ``onnx_export.run_onnx``), not image decoding. Needs ``pip install patchfuse_jax[onnx]`` for
 the ONNX Runtime rows. Timings depend on what else runs on the machine: say so with them.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -58,18 +59,20 @@ def main() -> None:
     p.add_argument("--backends", default="xla,onnxruntime")
     p.add_argument("--bn", default="image", choices=("image", "running"))
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--ort_threads", type=int, default=0,
-                   help="ONNX Runtime intra-op threads (0: its default, one per core)")
+    p.add_argument(
+        "--ort_threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: its default, one per core)"
+    )
     args = p.parse_args()
 
     from patchfuse_jax import fuse, load_checkpoint, pretrained
 
     params = pretrained() if args.checkpoint == "pretrained" else load_checkpoint(args.checkpoint)
-    m = 2 ** params.num_downs
+    m = params.arch.multiple
     session, session_s, tmp = None, 0.0, None
     for backend in args.backends.split(","):
         if backend == "onnxruntime":
-            from patchfuse_jax.onnx_export import export_onnx, onnx_session
+            from patchfuse_jax.fusing.onnx import export_onnx, onnx_session
+
             tmp = tempfile.TemporaryDirectory()
             path = os.path.join(tmp.name, "model.onnx")
             export_onnx(params, path, bn=args.bn)
@@ -85,20 +88,33 @@ def main() -> None:
                 if backend == "xla":
                     call = lambda: fuse(params, ir, vis, bn=args.bn)  # noqa: E731
                 else:
-                    from patchfuse_jax.onnx_export import run_onnx
+                    from patchfuse_jax.fusing.onnx import run_onnx
+
                     scale = np.float32(1 / 255)
                     call = lambda: run_onnx(session, ir * scale, vis * scale, m)  # noqa: E731
                 first, times = _time(call, args.repeats)
                 ms = 1e3 * statistics.median(times) / batch
-                print(json.dumps({
-                    "backend": backend, "checkpoint": args.checkpoint, "step": params.step,
-                    "size": f"{hw[0]}x{hw[1]}", "batch": batch, "bn": args.bn,
-                    "first_call_s": round(first + (session_s if backend == "onnxruntime" else 0.0), 3),
-                    "ms_per_frame": round(ms, 1), "fps": round(1e3 / ms, 2),
-                    "ms_per_frame_min": round(1e3 * min(times) / batch, 1), "repeats": args.repeats,
-                    "ort_threads": args.ort_threads if backend == "onnxruntime" else None,
-                    "cpus": os.cpu_count(), "load_avg_1min": round(os.getloadavg()[0], 2),
-                }), flush=True)
+                print(
+                    json.dumps(
+                        {
+                            "backend": backend,
+                            "checkpoint": args.checkpoint,
+                            "step": params.step,
+                            "size": f"{hw[0]}x{hw[1]}",
+                            "batch": batch,
+                            "bn": args.bn,
+                            "first_call_s": round(first + (session_s if backend == "onnxruntime" else 0.0), 3),
+                            "ms_per_frame": round(ms, 1),
+                            "fps": round(1e3 / ms, 2),
+                            "ms_per_frame_min": round(1e3 * min(times) / batch, 1),
+                            "repeats": args.repeats,
+                            "ort_threads": args.ort_threads if backend == "onnxruntime" else None,
+                            "cpus": os.cpu_count(),
+                            "load_avg_1min": round(os.getloadavg()[0], 2),
+                        }
+                    ),
+                    flush=True,
+                )
                 session_s = 0.0  # counted once, in the first ONNX Runtime row
     if tmp is not None:
         tmp.cleanup()

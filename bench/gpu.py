@@ -27,6 +27,7 @@ Measurements, in order (``"measurement"`` names the kind, ``"name"`` the instanc
 A part that fails (e.g. out of memory at batch 32) prints its line with an ``"error"`` field and
 the run goes on; a part that would start after ``--budget_s`` prints ``"skipped"``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,25 +49,51 @@ sys.path.insert(0, os.path.join(REPO, "bench"))
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-
 import train_step as bench_train_step  # noqa: E402  (bench/train_step.py: configs as train.py reads them)
-from patchfuse_jax import data  # noqa: E402
-from patchfuse_jax.config import generator_arch  # noqa: E402
-from patchfuse_jax.inference import fuse, make_fuse_params  # noqa: E402
-from patchfuse_jax.parallel import Parallel  # noqa: E402
-from patchfuse_jax.state import CPU_FAST_COMPILE, create_train_state, param_count  # noqa: E402
+
+from patchfuse_jax.fusing.api import fuse
+from patchfuse_jax.fusing.saved import make_fuse_params  # noqa: E402
+from patchfuse_jax.nn.arch import GeneratorArch  # noqa: E402
+from patchfuse_jax.train import data  # noqa: E402
+from patchfuse_jax.train.parallel import Parallel  # noqa: E402
+from patchfuse_jax.train.state import CPU_FAST_COMPILE, create_train_state, param_count  # noqa: E402
 
 # Sizes of the two modes. ``model`` flags go on top of bench/train_step.py's "paper" config.
-GPU = dict(model=[], crop=(256, 512), batches=(1, 8, 32), dtypes=("float32", "bfloat16"),
-           warmup=2, steps=10, fuse_hw=(512, 640), fuse_batches=(1, 16), fuse_iters=10,
-           matmul_n=8192, matmul_iters=20, pipeline_batches=50, pipeline_max_s=4.0, budget_s=400)
+GPU = dict(
+    model=[],
+    crop=(256, 512),
+    batches=(1, 8, 32),
+    dtypes=("float32", "bfloat16"),
+    warmup=2,
+    steps=10,
+    fuse_hw=(512, 640),
+    fuse_batches=(1, 16),
+    fuse_iters=10,
+    matmul_n=8192,
+    matmul_iters=20,
+    pipeline_batches=50,
+    pipeline_max_s=4.0,
+    budget_s=400,
+)
 # --cpu_smoke: conv_impl=xla is what "auto" picks on a GPU (so the smoke runs the GPU's program
 # formulation) and it compiles faster on CPU than the CPU's "fast" form.
-SMOKE = dict(model=["--crop_size=64x128", "--synthetic_size=64x128", "--ngf=8", "--num_downs=3",
-                    "--ndf=8", "--conv_impl=xla"],
-             crop=(64, 128), batches=(1, 2), dtypes=("float32", "bfloat16"), warmup=1, steps=2,
-             fuse_hw=(64, 80), fuse_batches=(1, 2), fuse_iters=2, matmul_n=256, matmul_iters=3,
-             pipeline_batches=5, pipeline_max_s=1.0, budget_s=150, fast_cpu_compile=True)
+SMOKE = dict(
+    model=["--crop_size=64x128", "--synthetic_size=64x128", "--ngf=8", "--num_downs=3", "--ndf=8", "--conv_impl=xla"],
+    crop=(64, 128),
+    batches=(1, 2),
+    dtypes=("float32", "bfloat16"),
+    warmup=1,
+    steps=2,
+    fuse_hw=(64, 80),
+    fuse_batches=(1, 2),
+    fuse_iters=2,
+    matmul_n=256,
+    matmul_iters=3,
+    pipeline_batches=5,
+    pipeline_max_s=1.0,
+    budget_s=150,
+    fast_cpu_compile=True,
+)
 
 
 def _finite(x):
@@ -128,13 +155,20 @@ class Runner:
 
 # ----------------------------------------------------------------------------- measurements
 
+
 def env_info() -> dict:
     import jaxlib
+
     dev = jax.devices()[0]
-    return {"jax_version": jax.__version__, "jaxlib_version": jaxlib.__version__,
-            "backend": jax.default_backend(), "device_kind": dev.device_kind,
-            "device_count": jax.device_count(), "python": platform.python_version(),
-            "cpu_count": os.cpu_count()}
+    return {
+        "jax_version": jax.__version__,
+        "jaxlib_version": jaxlib.__version__,
+        "backend": jax.default_backend(),
+        "device_kind": dev.device_kind,
+        "device_count": jax.device_count(),
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+    }
 
 
 def matmul_rate(n: int, dtype: str, precision, iters: int) -> dict:
@@ -153,8 +187,14 @@ def matmul_rate(n: int, dtype: str, precision, iters: int) -> dict:
             out = f(a, b)
         jax.block_until_ready(out)
         best = min(best, (time.perf_counter() - t) / iters)
-    return {"n": n, "dtype": dtype, "precision": str(precision or "DEFAULT"), "iters": iters,
-            "ms": round(best * 1e3, 4), "tflops": 2 * n ** 3 / best / 1e12}
+    return {
+        "n": n,
+        "dtype": dtype,
+        "precision": str(precision or "DEFAULT"),
+        "iters": iters,
+        "ms": round(best * 1e3, 4),
+        "tflops": 2 * n**3 / best / 1e12,
+    }
 
 
 def step_flops(compiled):
@@ -174,7 +214,7 @@ def step_flops(compiled):
 
 def _temp_mb(compiled):
     try:
-        return round(compiled.memory_analysis().temp_size_in_bytes / 2 ** 20, 1)
+        return round(compiled.memory_analysis().temp_size_in_bytes / 2**20, 1)
     except Exception:  # noqa: BLE001
         return None
 
@@ -196,14 +236,14 @@ def _host_state(cfg):
 def train_step_rate(mode: dict, batch: int, dtype: str, matmul_tflops=None) -> dict:
     """The paper config's jitted training step, state and step built as bench/train_step.py does.
     ``matmul_tflops``: the card's measured matmul rate in ``dtype`` (for ``pct_of_matmul_peak``)."""
-    cfg = bench_train_step.load_config("paper", [f"--batch_size={batch}", f"--compute_dtype={dtype}",
-                                                 *mode["model"]])
+    cfg = bench_train_step.load_config("paper", [f"--batch_size={batch}", f"--compute_dtype={dtype}", *mode["model"]])
     par = Parallel(cfg)
     host = _host_state(cfg)
     state = par.put_state(host)
     src = data.make_source(cfg.data_dir, synthetic_hw=cfg.synthetic_size, synthetic_pairs=8)
-    batches = [par.put_batch(data.sample_batch(src, seed=0, step=s, batch_size=batch,
-                                               crop_hw=cfg.crop_size)) for s in range(2)]
+    batches = [
+        par.put_batch(data.sample_batch(src, seed=0, step=s, batch_size=batch, crop_hw=cfg.crop_size)) for s in range(2)
+    ]
     step = par.compile_step(cfg)
     # --cpu_smoke on CPU: XLA's backend optimisations off (as create_train_state's init), so the
     # tiny programs compile in seconds; same program, same code path otherwise.
@@ -228,16 +268,29 @@ def train_step_rate(mode: dict, batch: int, dtype: str, matmul_tflops=None) -> d
     loss = float(np.asarray(m["loss_g"]))
     achieved = None if flops is None else flops / med / 1e12
     return {
-        "crop": list(cfg.crop_size), "ngf": cfg.ngf, "num_downs": cfg.num_downs, "ndf": cfg.ndf,
-        "d_arch": cfg.d_arch, "norm": cfg.norm, "params_g": param_count(host.g.params),
-        "params_d": param_count(host.d_ir.params), "compile_s": round(compile_s, 3),
-        "steps_timed": len(times), "ms_per_step": round(med * 1e3, 3),
-        "min_ms": round(min(times) * 1e3, 3), "max_ms": round(max(times) * 1e3, 3),
-        "pipelined_ms_per_step": round(pipelined * 1e3, 3), "steps_per_s": 1 / med,
-        "images_per_s": batch / med, "pipelined_images_per_s": batch / pipelined,
-        "flops_per_step": flops, "achieved_tflops": achieved, "matmul_tflops": matmul_tflops,
+        "crop": list(cfg.crop_size),
+        "ngf": cfg.ngf,
+        "num_downs": cfg.num_downs,
+        "ndf": cfg.ndf,
+        "d_arch": cfg.d_arch,
+        "norm": cfg.norm,
+        "params_g": param_count(host.g.params),
+        "params_d": param_count(host.d_ir.params),
+        "compile_s": round(compile_s, 3),
+        "steps_timed": len(times),
+        "ms_per_step": round(med * 1e3, 3),
+        "min_ms": round(min(times) * 1e3, 3),
+        "max_ms": round(max(times) * 1e3, 3),
+        "pipelined_ms_per_step": round(pipelined * 1e3, 3),
+        "steps_per_s": 1 / med,
+        "images_per_s": batch / med,
+        "pipelined_images_per_s": batch / pipelined,
+        "flops_per_step": flops,
+        "achieved_tflops": achieved,
+        "matmul_tflops": matmul_tflops,
         "pct_of_matmul_peak": 100 * achieved / matmul_tflops if achieved and matmul_tflops else None,
-        "temp_mb": _temp_mb(compiled), "loss_g_finite": math.isfinite(loss),
+        "temp_mb": _temp_mb(compiled),
+        "loss_g_finite": math.isfinite(loss),
         "compiler_options": opts,
     }
 
@@ -261,10 +314,18 @@ def fuse_rate(mode: dict, batch: int) -> dict:
         out = fuse(params, ir, vis)
         times.append(time.perf_counter() - t)
     med = statistics.median(times)
-    return {"hw": [h, w], "arch": generator_arch(cfg.to_dict()), "num_downs": cfg.num_downs, "params_g": param_count(variables["params"]),
-            "first_call_s": round(first_s, 3), "iters": len(times), "ms_per_call": round(med * 1e3, 3),
-            "images_per_s": batch / med, "out_shape": list(out.shape),
-            "out_finite": bool(np.all(np.isfinite(out)))}
+    return {
+        "hw": [h, w],
+        "arch": GeneratorArch.from_config(cfg.to_dict()).as_dict(),
+        "num_downs": cfg.num_downs,
+        "params_g": param_count(variables["params"]),
+        "first_call_s": round(first_s, 3),
+        "iters": len(times),
+        "ms_per_call": round(med * 1e3, 3),
+        "images_per_s": batch / med,
+        "out_shape": list(out.shape),
+        "out_finite": bool(np.all(np.isfinite(out))),
+    }
 
 
 _SOURCES: dict = {}
@@ -290,8 +351,7 @@ def pipeline_rate(mode: dict, batch: int, data_dir: str, split: str, step_rate=N
         return {**missing, "reason": f"DataError: {e}"}
     load_s = time.perf_counter() - t  # 0 after the first batch size: the pairs stay decoded
     prefetch = 2
-    with data.Batches(src, seed=0, start_step=0, batch_size=batch, crop_hw=crop,
-                      prefetch=prefetch) as it:
+    with data.Batches(src, seed=0, start_step=0, batch_size=batch, crop_hw=crop, prefetch=prefetch) as it:
         for _ in range(prefetch + 1):  # drain what was prefetched during the set-up
             next(it)
         n, t = 0, time.perf_counter()
@@ -304,42 +364,68 @@ def pipeline_rate(mode: dict, batch: int, data_dir: str, split: str, step_rate=N
         t = time.perf_counter()
         jax.block_until_ready(jax.device_put(b))
         puts.append(time.perf_counter() - t)
-    return {"data_dir": data_dir, "split": split, "pairs": len(src), "crop": list(crop),
-            "load_s": round(load_s, 3), "batches_timed": n, "batches_per_s": n / dt,
-            "images_per_s": n * batch / dt, "device_put_ms": round(statistics.median(puts) * 1e3, 3),
-            "step_rate_steps_per_s": step_rate, "bottleneck": None if step_rate is None else n / dt < step_rate}
+    return {
+        "data_dir": data_dir,
+        "split": split,
+        "pairs": len(src),
+        "crop": list(crop),
+        "load_s": round(load_s, 3),
+        "batches_timed": n,
+        "batches_per_s": n / dt,
+        "images_per_s": n * batch / dt,
+        "device_put_ms": round(statistics.median(puts) * 1e3, 3),
+        "step_rate_steps_per_s": step_rate,
+        "bottleneck": None if step_rate is None else n / dt < step_rate,
+    }
 
 
 # ----------------------------------------------------------------------------- main
 
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--cpu_smoke", action="store_true",
-                   help="tiny sizes (64x128 crops, ngf=8, num_downs=3, ndf=8, batch 1 and 2) on any backend")
+    p.add_argument(
+        "--cpu_smoke",
+        action="store_true",
+        help="tiny sizes (64x128 crops, ngf=8, num_downs=3, ndf=8, batch 1 and 2) on any backend",
+    )
     p.add_argument("--out", default="", help="also write the JSON lines to this file")
-    p.add_argument("--budget_s", type=float, default=None,
-                   help="start no measurement after this many seconds (GPU 400, smoke 150)")
+    p.add_argument(
+        "--budget_s", type=float, default=None, help="start no measurement after this many seconds (GPU 400, smoke 150)"
+    )
     p.add_argument("--data_dir", default=os.path.join(REPO, "..", "shared", "data", "roadscene"))
     p.add_argument("--split", default=os.path.join(REPO, "splits", "roadscene_train.txt"))
-    p.add_argument("--allow_cpu", action="store_true",
-                   help="run the full-size benchmark even without a GPU (very slow)")
+    p.add_argument(
+        "--allow_cpu", action="store_true", help="run the full-size benchmark even without a GPU (very slow)"
+    )
     args = p.parse_args(argv)
     mode = dict(SMOKE if args.cpu_smoke else GPU)
     runner = Runner(args.out or None, args.budget_s if args.budget_s is not None else mode["budget_s"])
     env = runner.run("env", "env", env_info, mode="cpu_smoke" if args.cpu_smoke else "gpu")
     if not args.cpu_smoke and jax.default_backend() != "gpu" and not args.allow_cpu:
-        runner.emit({"measurement": "summary", "summary": True, "error":
-                     f"backend is {jax.default_backend()!r}, not 'gpu': install the CUDA build "
-                     "(pip install -e '.[cuda]', or '.[cuda12]' for CUDA 12), or use --cpu_smoke"})
+        runner.emit(
+            {
+                "measurement": "summary",
+                "summary": True,
+                "error": f"backend is {jax.default_backend()!r}, not 'gpu': install the CUDA build "
+                "(pip install -e '.[cuda]', or '.[cuda12]' for CUDA 12), or use --cpu_smoke",
+            }
+        )
         runner.close()
         return 2
 
     # Matmul rate of the card (the reference for the step's FLOP rate).
     peak = {}
-    for label, dtype, prec in (("bfloat16", "bfloat16", None), ("float32", "float32", None),
-                               ("float32_highest", "float32", jax.lax.Precision.HIGHEST)):
-        r = runner.run("matmul", f"matmul/{label}", lambda d=dtype, q=prec: matmul_rate(
-            mode["matmul_n"], d, q, mode["matmul_iters"]))
+    for label, dtype, prec in (
+        ("bfloat16", "bfloat16", None),
+        ("float32", "float32", None),
+        ("float32_highest", "float32", jax.lax.Precision.HIGHEST),
+    ):
+        r = runner.run(
+            "matmul",
+            f"matmul/{label}",
+            lambda d=dtype, q=prec: matmul_rate(mode["matmul_n"], d, q, mode["matmul_iters"]),
+        )
         peak[label] = r.get("tflops")
 
     # Training step: paper config, batch x dtype.
@@ -347,17 +433,24 @@ def main(argv=None):
     for batch in mode["batches"]:
         for dtype in mode["dtypes"]:
             steps[(batch, dtype)] = runner.run(
-                "train_step", f"train_step/{dtype}/b{batch}",
-                lambda b=batch, d=dtype: train_step_rate(mode, b, d, peak.get(d)), batch=batch, dtype=dtype)
+                "train_step",
+                f"train_step/{dtype}/b{batch}",
+                lambda b=batch, d=dtype: train_step_rate(mode, b, d, peak.get(d)),
+                batch=batch,
+                dtype=dtype,
+            )
 
     # Input pipeline vs the step rate.
     pipes = {}
     for batch in mode["batches"]:
         rates = [steps[(batch, d)].get("steps_per_s") for d in mode["dtypes"] if (batch, d) in steps]
         rate = max([x for x in rates if x], default=None)
-        pipes[batch] = runner.run("input_pipeline", f"input_pipeline/b{batch}",
-                                  lambda b=batch, r=rate: pipeline_rate(mode, b, args.data_dir, args.split, r),
-                                  batch=batch)
+        pipes[batch] = runner.run(
+            "input_pipeline",
+            f"input_pipeline/b{batch}",
+            lambda b=batch, r=rate: pipeline_rate(mode, b, args.data_dir, args.split, r),
+            batch=batch,
+        )
 
     # fuse() at a FLIR frame size.
     fuses = {}
@@ -367,25 +460,63 @@ def main(argv=None):
     errors = [x["name"] for x in runner.lines if x.get("error")]
     skipped = [x["name"] for x in runner.lines if x.get("skipped")]
     paper = steps.get((mode["batches"][0], "float32"), {})
-    runner.emit({
-        "measurement": "summary", "summary": True, "mode": env.get("mode"),
-        "jax_version": env.get("jax_version"), "backend": env.get("backend"),
-        "device_kind": env.get("device_kind"),
-        "total_s": round(time.perf_counter() - runner.t0, 2),
-        "compile_s_paper_step": paper.get("compile_s"),
-        "matmul_tflops": peak,
-        "train_step": [{k: s.get(k) for k in ("batch", "dtype", "compile_s", "ms_per_step", "images_per_s",
-                                               "flops_per_step", "achieved_tflops", "pct_of_matmul_peak",
-                                               "error", "skipped")} for s in steps.values()],
-        "fuse": [{k: f.get(k) for k in ("batch", "hw", "ms_per_call", "images_per_s", "error", "skipped")}
-                 for f in fuses.values()],
-        "input_pipeline": [{k: q.get(k) for k in ("batch", "batches_per_s", "step_rate_steps_per_s",
-                                                  "bottleneck", "reason", "error", "skipped")}
-                           for q in pipes.values()],
-        "pipeline_is_bottleneck": (any(q.get("bottleneck") for q in pipes.values())
-                                   if any(q.get("bottleneck") is not None for q in pipes.values()) else None),
-        "errors": errors, "skipped": skipped,
-    })
+    runner.emit(
+        {
+            "measurement": "summary",
+            "summary": True,
+            "mode": env.get("mode"),
+            "jax_version": env.get("jax_version"),
+            "backend": env.get("backend"),
+            "device_kind": env.get("device_kind"),
+            "total_s": round(time.perf_counter() - runner.t0, 2),
+            "compile_s_paper_step": paper.get("compile_s"),
+            "matmul_tflops": peak,
+            "train_step": [
+                {
+                    k: s.get(k)
+                    for k in (
+                        "batch",
+                        "dtype",
+                        "compile_s",
+                        "ms_per_step",
+                        "images_per_s",
+                        "flops_per_step",
+                        "achieved_tflops",
+                        "pct_of_matmul_peak",
+                        "error",
+                        "skipped",
+                    )
+                }
+                for s in steps.values()
+            ],
+            "fuse": [
+                {k: f.get(k) for k in ("batch", "hw", "ms_per_call", "images_per_s", "error", "skipped")}
+                for f in fuses.values()
+            ],
+            "input_pipeline": [
+                {
+                    k: q.get(k)
+                    for k in (
+                        "batch",
+                        "batches_per_s",
+                        "step_rate_steps_per_s",
+                        "bottleneck",
+                        "reason",
+                        "error",
+                        "skipped",
+                    )
+                }
+                for q in pipes.values()
+            ],
+            "pipeline_is_bottleneck": (
+                any(q.get("bottleneck") for q in pipes.values())
+                if any(q.get("bottleneck") is not None for q in pipes.values())
+                else None
+            ),
+            "errors": errors,
+            "skipped": skipped,
+        }
+    )
     runner.close()
     return 0
 

@@ -11,6 +11,7 @@ process (wall time from process start, imports included):
 * ``serial``: per-metric timing, one image and one metric at a time (``per_metric_s_per_image``);
 * ``cli``: ``evaluate.py`` on the same images, serial (``--workers=0``) and with a process pool.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -63,7 +64,7 @@ def _child(args) -> dict:
     import numpy as np
 
     from patchfuse_jax import io
-    from patchfuse_jax import metrics as M
+    from patchfuse_jax.eval import metrics as M
 
     import_s = time.perf_counter() - t_imp
     names = M.resolve_metrics(args.metrics)
@@ -83,11 +84,16 @@ def _child(args) -> dict:
             nan += not np.isfinite(v)
     metrics_s = time.perf_counter() - t
     n = len(data)
-    return {"import_s": round(import_s, 3), "read_s": round(read_s, 3), "metrics_s": round(metrics_s, 3),
-            "in_process_total_s": round(time.perf_counter() - T0, 3), "nonfinite_values": int(nan),
-            "per_metric_s_per_image": {k: round(v / n, 4) for k, v in per_metric.items()},
-            "metrics_only_images_per_s": round(n / metrics_s, 3),
-            "mean_pixels_per_image": int(np.mean([a.size for a, _, _ in data]))}
+    return {
+        "import_s": round(import_s, 3),
+        "read_s": round(read_s, 3),
+        "metrics_s": round(metrics_s, 3),
+        "in_process_total_s": round(time.perf_counter() - T0, 3),
+        "nonfinite_values": int(nan),
+        "per_metric_s_per_image": {k: round(v / n, 4) for k, v in per_metric.items()},
+        "metrics_only_images_per_s": round(n / metrics_s, 3),
+        "mean_pixels_per_image": int(np.mean([a.size for a, _, _ in data])),
+    }
 
 
 def _timed(cmd: list[str]) -> tuple[float, subprocess.CompletedProcess]:
@@ -116,18 +122,29 @@ def main() -> None:
 
     ir_dir, vis_dir = (os.path.join(args.data_dir, "roadscene", k) for k in ("ir", "vis"))
     if not (os.path.isdir(ir_dir) and os.path.isdir(vis_dir)):
-        print(json.dumps({"skipped": True, "error": f"RoadScene data not found under {args.data_dir} "
-                          "(expected roadscene/ir and roadscene/vis; set --data_dir)"}))
+        print(
+            json.dumps(
+                {
+                    "skipped": True,
+                    "error": f"RoadScene data not found under {args.data_dir} "
+                    "(expected roadscene/ir and roadscene/vis; set --data_dir)",
+                }
+            )
+        )
         return
     from patchfuse_jax import io
-    from patchfuse_jax.baselines import BASELINES
+    from patchfuse_jax.eval.baselines import BASELINES
 
     stems, stems_from = _stems(args.split, ir_dir)
     irs, viss = io.list_images(ir_dir), io.list_images(vis_dir)
     coverage = _peer_coverage(args.data_dir, stems)
     full = [m for m, d in coverage.items() if len(d) == len(stems)]
-    out: dict = {"n_images": len(stems), "stems_from": stems_from, "cpu_count": os.cpu_count(),
-                 "peer_outputs_covering_test_stems": {m: f"{len(d)}/{len(stems)}" for m, d in coverage.items()}}
+    out: dict = {
+        "n_images": len(stems),
+        "stems_from": stems_from,
+        "cpu_count": os.cpu_count(),
+        "peer_outputs_covering_test_stems": {m: f"{len(d)}/{len(stems)}" for m, d in coverage.items()},
+    }
     with tempfile.TemporaryDirectory() as tmp:
         fused_dir = os.path.join(tmp, "fused")
         os.makedirs(fused_dir)
@@ -147,8 +164,18 @@ def main() -> None:
             out["gff_fuse_s_per_image"] = round((time.perf_counter() - t) / len(stems), 4)
 
         me = os.path.abspath(__file__)
-        wall, p = _timed([sys.executable, me, "--child", f"--metrics={args.metrics}", f"--stems={','.join(stems)}",
-                          f"--ir_dir={ir_dir}", f"--vis_dir={vis_dir}", f"--fused_dir={fused_dir}"])
+        wall, p = _timed(
+            [
+                sys.executable,
+                me,
+                "--child",
+                f"--metrics={args.metrics}",
+                f"--stems={','.join(stems)}",
+                f"--ir_dir={ir_dir}",
+                f"--vis_dir={vis_dir}",
+                f"--fused_dir={fused_dir}",
+            ]
+        )
         child = json.loads(p.stdout.strip().splitlines()[-1])
         out["serial"] = {"cold_total_s": round(wall, 3), "images_per_s": round(len(stems) / wall, 3), **child}
 
@@ -157,10 +184,20 @@ def main() -> None:
             fh.write("\n".join(stems) + "\n")
         out["cli"] = {}
         for w in sorted({0, args.workers}):
-            wall, _ = _timed([sys.executable, os.path.join(REPO, "evaluate.py"), f"--ir_dir={ir_dir}",
-                              f"--vis_dir={vis_dir}", f"--split={split_file}", f"--method={method}={fused_dir}",
-                              f"--metrics={args.metrics}", f"--out_dir={os.path.join(tmp, f'out{w}')}",
-                              f"--workers={w}", "--noprogress"])
+            wall, _ = _timed(
+                [
+                    sys.executable,
+                    os.path.join(REPO, "evaluate.py"),
+                    f"--ir_dir={ir_dir}",
+                    f"--vis_dir={vis_dir}",
+                    f"--split={split_file}",
+                    f"--method={method}={fused_dir}",
+                    f"--metrics={args.metrics}",
+                    f"--out_dir={os.path.join(tmp, f'out{w}')}",
+                    f"--workers={w}",
+                    "--noprogress",
+                ]
+            )
             out["cli"][f"workers={w}"] = {"cold_total_s": round(wall, 3), "images_per_s": round(len(stems) / wall, 3)}
     print(json.dumps(out, indent=2))
 

@@ -8,6 +8,7 @@ Each measurement runs in its own process, so that peak RSS (``ru_maxrss``) is th
 The huge pair is a real RoadScene pair (FLIR_00006 when ../shared/data is present, else
 synthetic) resized to ``--size`` with bilinear interpolation.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,17 +29,23 @@ STEM = "FLIR_00006"
 
 def _pair():
     from patchfuse_jax import io
+
     try:
-        return (io.read_image(os.path.join(DATA, "ir", STEM + ".jpg")),
-                io.read_image(os.path.join(DATA, "vis", STEM + ".jpg")), STEM)
+        return (
+            io.read_image(os.path.join(DATA, "ir", STEM + ".jpg")),
+            io.read_image(os.path.join(DATA, "vis", STEM + ".jpg")),
+            STEM,
+        )
     except io.ImageError:
-        from patchfuse_jax.synthetic import SyntheticPairs
+        from patchfuse_jax.train.synthetic import SyntheticPairs
+
         ir, vis = SyntheticPairs(1, (480, 640), 0).get(0)
         return (ir * 255).astype(np.uint8), (vis * 255).astype(np.uint8), "synthetic"
 
 
 def _resize(img: np.ndarray, hw) -> np.ndarray:
     from PIL import Image  # imageio's dependency; bilinear, uint8 in and out
+
     return np.asarray(Image.fromarray(img).resize((hw[1], hw[0]), Image.BILINEAR))
 
 
@@ -48,6 +55,7 @@ def _rss_gb() -> float:
 
 def _child(args) -> None:
     from patchfuse_jax import fuse, pretrained
+
     ir, vis, name = _pair()
     if args.size:
         ir, vis = _resize(ir, args.size), _resize(vis, args.size)
@@ -59,14 +67,25 @@ def _child(args) -> None:
     secs = time.perf_counter() - t0
     if args.save:
         np.save(args.save, out)
-    print(json.dumps({"image": name, "size": list(ir.shape[:2]), "tile": tile,
-                      "overlap": args.overlap if tile else None, "seconds": round(secs, 2),
-                      "peak_rss_gb_before_fuse": rss_inputs, "peak_rss_gb": _rss_gb()}))
+    print(
+        json.dumps(
+            {
+                "image": name,
+                "size": list(ir.shape[:2]),
+                "tile": tile,
+                "overlap": args.overlap if tile else None,
+                "seconds": round(secs, 2),
+                "peak_rss_gb_before_fuse": rss_inputs,
+                "peak_rss_gb": _rss_gb(),
+            }
+        )
+    )
 
 
 def _run_child(extra: list[str]) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--child", *extra], capture_output=True,
-                         text=True, check=True, cwd=REPO)
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", *extra], capture_output=True, text=True, check=True, cwd=REPO
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -84,6 +103,7 @@ def main() -> None:
         _child(args)
         return
     import tempfile
+
     with tempfile.TemporaryDirectory() as tmp:
         a, b = os.path.join(tmp, "a.npy"), os.path.join(tmp, "b.npy")
         for size, tile in ((None, args.small_tile), (args.size, args.tile)):
@@ -92,10 +112,17 @@ def main() -> None:
             r0 = _run_child([size_arg, "--tile=0", f"--save={a}"])
             r1 = _run_child([size_arg, f"--tile={tile}", f"--overlap={args.overlap}", f"--save={b}"])
             d = np.abs(np.load(a) - np.load(b))
-            print(json.dumps({"untiled": r0, "tiled": r1,
-                              "max_abs_diff_to_untiled": round(float(d.max()), 4),
-                              "mean_abs_diff_to_untiled": round(float(d.mean()), 5),
-                              "max_abs_diff_8bit_levels": round(float(d.max()) * 255, 1)}))
+            print(
+                json.dumps(
+                    {
+                        "untiled": r0,
+                        "tiled": r1,
+                        "max_abs_diff_to_untiled": round(float(d.max()), 4),
+                        "mean_abs_diff_to_untiled": round(float(d.mean()), 5),
+                        "max_abs_diff_8bit_levels": round(float(d.max()) * 255, 1),
+                    }
+                )
+            )
 
 
 if __name__ == "__main__":

@@ -2,15 +2,16 @@
 
 The project never imports this file (or torch). Layout is NCHW; images float32 in [0, 1].
 
-* ``Generator``: the same pix2pix U-Net as ``patchfuse_jax.models.Generator`` (same layers,
+* ``Generator``: the same pix2pix U-Net as ``patchfuse_jax.nn.models.Generator`` (same layers,
   widths, bias/no-bias choices, BatchNorm placement; ``nn.ConvTranspose2d(4, 2, 1)`` where ours
   computes the identical function as a sub-pixel 3x3 conv).
-* ``Discriminator``: the same PatchGAN as ``patchfuse_jax.models.Discriminator``.
-* ``TorchTrainer.step``: the same work as ``patchfuse_jax.step.train_step`` (one G forward;
+* ``Discriminator``: the same PatchGAN as ``patchfuse_jax.nn.models.Discriminator``.
+* ``TorchTrainer.step``: the same work as ``patchfuse_jax.train.step.train_step`` (one G forward;
   D_ir and D_vis one Adam step each; G one Adam step against the updated discriminators).
 * ``load_flax_generator`` / ``load_flax_discriminator``: copy Flax variables into these modules
   (used by ``compare_torch.py --only=check`` to show both compute the same function).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -26,7 +27,7 @@ def conv_padding(kernel: int) -> int:
 
 
 def receptive_field(layers):
-    """``(size, stride, padding)`` of a conv stack, as ``patchfuse_jax.models.receptive_field``."""
+    """``(size, stride, padding)`` of a conv stack, as ``patchfuse_jax.nn.models.receptive_field``."""
     size, jump, pad = 1, 1, 0
     for k, s in layers:
         size += (k - 1) * jump
@@ -45,7 +46,7 @@ class Generator(nn.Module):
     def __init__(self, num_downs: int = 8, ngf: int = 64, in_ch: int = 2, out_ch: int = 1):
         super().__init__()
         self.num_downs = num_downs
-        feats = [min(ngf * 2 ** i, 8 * ngf) for i in range(num_downs)]
+        feats = [min(ngf * 2**i, 8 * ngf) for i in range(num_downs)]
         self.down = nn.ModuleList()
         self.down_norm = nn.ModuleList()
         cin = in_ch
@@ -65,7 +66,7 @@ class Generator(nn.Module):
 
     def forward(self, x):
         h, w = x.shape[2:]
-        m = 2 ** self.num_downs
+        m = 2**self.num_downs
         ph, pw = (-h) % m, (-w) % m
         if ph or pw:
             x = F.pad(x, (0, pw, 0, ph), mode="reflect")
@@ -93,7 +94,7 @@ class Discriminator(nn.Module):
         for i, (k, s) in enumerate(layers):
             last = i == n - 1
             normed = 0 < i < n - 1
-            cout = 1 if last else min(ndf * 2 ** i, 8 * ndf)
+            cout = 1 if last else min(ndf * 2**i, 8 * ndf)
             mods.append(nn.Conv2d(cin, cout, k, s, conv_padding(k), bias=not normed))
             if not last:
                 if normed:
@@ -111,6 +112,7 @@ def param_count(module: nn.Module) -> int:
 
 
 # ----------------------------------------------------------------------------------- losses
+
 
 def _gaussian_1d(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
     hw = size // 2
@@ -143,7 +145,7 @@ class SSIM(nn.Module):
         s11 = torch.clamp(self.blur(b * b) - mu11, min=eps)
         s01 = self.blur(a * b) - mu01
         s01 = torch.sign(s01) * torch.minimum(torch.sqrt(s00 * s11), s01.abs())
-        c1, c2 = k1 ** 2, k2 ** 2
+        c1, c2 = k1**2, k2**2
         m = ((2 * mu01 + c1) * (2 * s01 + c2)) / ((mu00 + mu11 + c1) * (s00 + s11 + c2))
         return m.mean(dim=(1, 2, 3))
 
@@ -153,7 +155,7 @@ def _wmean(x, w):
 
 
 def lsgan_d_loss(d_real, d_fake, w=None):
-    return 0.5 * _wmean((d_real - 1.0) ** 2, w) + 0.5 * _wmean(d_fake ** 2, w)
+    return 0.5 * _wmean((d_real - 1.0) ** 2, w) + 0.5 * _wmean(d_fake**2, w)
 
 
 def lsgan_g_loss(d_fake, w=None):
@@ -164,7 +166,7 @@ def ir_weight_map(ir, out_hw, layers):
     """Average of the IR pixels under each D cell's patch (``weight_pooling=avg``,
     ``weight_scale=raw``). ``avg_pool2d`` with the receptive field's size/stride/padding and
     ``count_include_pad=False`` gives the same windows and the same in-image mean as
-    ``patchfuse_jax.weightmap.ir_weight_map`` when the output sizes agree (they do for the
+    ``patchfuse_jax.train.weightmap.ir_weight_map`` when the output sizes agree (they do for the
     presets and the benchmarked sizes; asserted). Its cost (a dense size x size window) is
     higher than ours (separable), and negligible next to the convs either way."""
     size, stride, pad = receptive_field(layers)
@@ -191,10 +193,22 @@ def frozen(module: nn.Module):
 
 
 class TorchTrainer:
-    """``patchfuse_jax.step.train_step`` in PyTorch: G, D_ir, D_vis with their own Adam."""
+    """``patchfuse_jax.train.step.train_step`` in PyTorch: G, D_ir, D_vis with their own Adam."""
 
-    def __init__(self, *, num_downs, ngf, ndf, d_layers, learning_rate=1e-4, b1=0.5, b2=0.999,
-                 weight_mode="dg", gamma=0.1, lam=0.5):
+    def __init__(
+        self,
+        *,
+        num_downs,
+        ngf,
+        ndf,
+        d_layers,
+        learning_rate=1e-4,
+        b1=0.5,
+        b2=0.999,
+        weight_mode="dg",
+        gamma=0.1,
+        lam=0.5,
+    ):
         self.g = Generator(num_downs, ngf)
         self.d_ir = Discriminator(d_layers, ndf)
         self.d_vis = Discriminator(d_layers, ndf)
@@ -249,6 +263,7 @@ class TorchTrainer:
 
 # ------------------------------------------------------------------- Flax -> torch weights
 
+
 def _numbered(tree: dict, kind: str) -> list:
     """Flax auto-named submodules ``Kind_0, Kind_1, ...`` in creation order."""
     pat = re.compile(rf"^{kind}_(\d+)$")
@@ -258,6 +273,7 @@ def _numbered(tree: dict, kind: str) -> list:
 
 def _t(x) -> torch.Tensor:
     import numpy as np
+
     return torch.from_numpy(np.array(x, dtype=np.float32))
 
 

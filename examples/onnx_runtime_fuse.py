@@ -10,6 +10,7 @@ Does what ``patchfuse_jax.fuse(params, ir, vis, color=...)`` does (docs/onnx.md)
 image, the visible Cb/Cr (full-range BT.601, as JPEG) are put back around the fused Y.
 Writes an 8-bit PNG. Importable: ``fuse_arrays(session, ir, vis, color=...)``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,8 +39,7 @@ def gray(img: np.ndarray) -> np.ndarray:
         return img
     if img.shape[-1] in (2, 4):
         img = img[..., :-1]
-    if img.shape[-1] == 1 or (np.array_equal(img[..., 0], img[..., 1])
-                              and np.array_equal(img[..., 0], img[..., 2])):
+    if img.shape[-1] == 1 or (np.array_equal(img[..., 0], img[..., 1]) and np.array_equal(img[..., 0], img[..., 2])):
         return img[..., 0]
     y = img.astype(np.float64) @ BT601
     if img.dtype.kind in "ui":
@@ -71,9 +71,9 @@ def fuse_arrays(session, ir: np.ndarray, vis: np.ndarray, color: bool = False) -
     if a.shape != b.shape:
         raise ValueError(f"ir {a.shape} and vis {b.shape} differ in size (align them first)")
     h, w = a.shape
-    x = np.stack([a, b])[None]                                            # (1, 2, H, W)
+    x = np.stack([a, b])[None]  # (1, 2, H, W)
     x = np.pad(x, ((0, 0), (0, 0), (0, (-h) % m), (0, (-w) % m)), mode="reflect")
-    y = session.run(["fused"], {"ir_vis": x})[0][0, 0, :h, :w]            # (H, W) in [0, 1]
+    y = session.run(["fused"], {"ir_vis": x})[0][0, 0, :h, :w]  # (H, W) in [0, 1]
     if color and vis.ndim == 3 and vis.shape[-1] in (3, 4):
         return ycbcr_to_rgb(y, cbcr(to_unit(vis[..., :3], "vis")))
     return y
@@ -94,8 +94,7 @@ def main(argv=None) -> int:
     except Exception as e:  # noqa: BLE001 - onnxruntime raises its own types for bad files
         print(f"{args.model}: cannot use this ONNX model ({' '.join(str(e).split())[:200]})", file=sys.stderr)
         return 1
-    fused = fuse_arrays(session, np.asarray(iio.imread(args.ir)), np.asarray(iio.imread(args.vis)),
-                        args.color)
+    fused = fuse_arrays(session, np.asarray(iio.imread(args.ir)), np.asarray(iio.imread(args.vis)), args.color)
     iio.imwrite(args.out, np.round(fused * 255).astype(np.uint8))
     print(f"wrote {args.out} {fused.shape}")
     return 0

@@ -1,5 +1,6 @@
 """Checkpoints in ``WORKDIR/checkpoints`` (orbax CheckpointManager): the TrainState pytree plus
-the run's Config as JSON beside it in every step folder."""
+the run's config dict as JSON beside it in every step folder (layout: ``patchfuse_jax.workdir``)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -12,7 +13,7 @@ import jax
 import orbax.checkpoint as ocp
 from etils import epath
 
-from patchfuse_jax.config import Config, architecture_mismatch
+from patchfuse_jax import workdir as wd
 
 
 class CheckpointError(ValueError):
@@ -20,7 +21,6 @@ class CheckpointError(ValueError):
 
 
 log = logging.getLogger("patchfuse_jax")
-DAMAGED_DIR = "damaged_checkpoints"  # inside the workdir: where unreadable steps are set aside
 
 
 @contextlib.contextmanager
@@ -46,16 +46,16 @@ class Checkpoints:
     """Thin wrapper over ``ocp.CheckpointManager`` with items ``state`` and ``config``."""
 
     def __init__(self, workdir: str, keep: int = 3, read_only: bool = False):
-        self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+        self.directory = os.path.join(os.path.abspath(workdir), wd.CHECKPOINTS)
         if read_only and not os.path.isdir(self.directory):
             raise CheckpointError(f"{workdir}: no checkpoints folder (expected {self.directory})")
         if read_only:
-            options = ocp.CheckpointManagerOptions(max_to_keep=None, save_interval_steps=0,
-                                                   create=False, read_only=True)
+            options = ocp.CheckpointManagerOptions(
+                max_to_keep=None, save_interval_steps=0, create=False, read_only=True
+            )
         else:
             options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
-        self.manager = ocp.CheckpointManager(self.directory, options=options,
-                                             item_names=("state", "config"))
+        self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "config"))
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
@@ -79,7 +79,8 @@ class Checkpoints:
         if damaged:
             raise CheckpointError(
                 f"{self.directory}: no readable checkpoint (steps {', '.join(map(str, damaged))} are "
-                f"damaged; moved to {os.path.join(os.path.dirname(self.directory), DAMAGED_DIR)})")
+                f"damaged; moved to {os.path.join(os.path.dirname(self.directory), wd.DAMAGED)})"
+            )
         return None
 
     def _state_metadata(self, step: int):
@@ -105,7 +106,7 @@ class Checkpoints:
 
     def _set_aside(self, step: int, error: BaseException) -> None:
         src = ocp.step.standard_name_format().find_step(epath.Path(self.directory), step).path
-        dest_root = os.path.join(os.path.dirname(self.directory), DAMAGED_DIR)
+        dest_root = os.path.join(os.path.dirname(self.directory), wd.DAMAGED)
         os.makedirs(dest_root, exist_ok=True)
         dest = os.path.join(dest_root, os.path.basename(str(src)))
         n = 1
@@ -113,33 +114,31 @@ class Checkpoints:
             dest = os.path.join(dest_root, f"{os.path.basename(str(src))}.{n}")
             n += 1
         shutil.move(str(src), dest)
-        log.warning("checkpoint at step %d is damaged (%s): moved to %s; resuming from an older one",
-                    step, one_line(error), dest)
+        log.warning(
+            "checkpoint at step %d is damaged (%s): moved to %s; resuming from an older one",
+            step,
+            one_line(error),
+            dest,
+        )
         self.manager.reload()
 
     def config_dict(self, step: int) -> dict[str, Any]:
         out = self.manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
         return dict(out["config"])
 
-    def check_compatible(self, step: int, cfg: Config) -> None:
-        """Raises CheckpointError listing architecture flags that differ from the checkpoint."""
-        diff = architecture_mismatch(self.config_dict(step), cfg)
-        if diff:
-            raise CheckpointError(
-                f"{self.directory}/{step}: checkpoint was made with a different architecture "
-                f"({'; '.join(diff)}). Use a new --workdir or the checkpoint's flags.")
-
-    def save(self, state, cfg: Config, *, force: bool = True) -> None:
+    def save(self, state, config: dict[str, Any], *, force: bool = True) -> None:
+        """Saves ``state`` at its step with the run's ``config`` dict beside it."""
         step = int(jax.device_get(state.step))
-        self.manager.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state), config=ocp.args.JsonSave(cfg.to_dict())),
-            force=force)
+        self.manager.save(
+            step,
+            args=ocp.args.Composite(state=ocp.args.StandardSave(state), config=ocp.args.JsonSave(config)),
+            force=force,
+        )
 
     def restore(self, step: int, target):
         """Restores the state at ``step`` into the structure (and shardings) of ``target``."""
         abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target)
-        out = self.manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract)))
+        out = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
         return out["state"]
 
     def restore_raw(self, step: int) -> dict[str, Any]:

@@ -1,7 +1,8 @@
-"""Image reading and colour conversion: the one place files become arrays.
+"""Image files and folders of pairs: the one place files become arrays. Never imports JAX.
 
 All readers raise :class:`ImageError` naming the file and the problem, never an
-exception from deep inside imageio/PIL.
+exception from deep inside imageio/PIL; bad folders, split files and output folders raise
+:class:`DataError` (``match_pairs``, ``read_split``, ``prepare_out_dir``).
 
 Conventions
 -----------
@@ -15,9 +16,11 @@ Conventions
 * ``rgb_to_ycbcr`` / ``ycbcr_to_rgb``: full-range BT.601 YCbCr (JPEG/JFIF), the colour space of
   ``fuse(..., color=True)``: the model fuses Y, the visible image's Cb/Cr are put back.
 """
+
 from __future__ import annotations
 
 import os
+import tempfile
 from typing import Sequence
 
 import numpy as np
@@ -63,8 +66,9 @@ def rgb_to_ycbcr(rgb: np.ndarray) -> np.ndarray:
     ``Cr = (R - Y) / 1.402`` in [-0.5, 0.5] (centred; JPEG stores them + 0.5)."""
     rgb = np.asarray(rgb, dtype=np.float64)
     y = rgb @ BT601
-    return np.stack([y, (rgb[..., 2] - y) / (2.0 * (1.0 - BT601[2])),
-                     (rgb[..., 0] - y) / (2.0 * (1.0 - BT601[0]))], axis=-1)
+    return np.stack(
+        [y, (rgb[..., 2] - y) / (2.0 * (1.0 - BT601[2])), (rgb[..., 0] - y) / (2.0 * (1.0 - BT601[0]))], axis=-1
+    )
 
 
 def ycbcr_to_rgb(ycc: np.ndarray) -> np.ndarray:
@@ -135,8 +139,7 @@ def list_images(folder: str | os.PathLike) -> dict[str, str]:
         if ext.lower() not in IMAGE_EXTENSIONS:
             continue
         if stem in out:
-            raise ImageError(f"{folder}: two images share the stem {stem!r}: "
-                             f"{os.path.basename(out[stem])} and {fname}")
+            raise ImageError(f"{folder}: two images share the stem {stem!r}: {os.path.basename(out[stem])} and {fname}")
         out[stem] = os.path.join(folder, fname)
     return out
 
@@ -154,12 +157,15 @@ def _png_rgb16(img: np.ndarray) -> bytes:
     raw = np.concatenate([np.full((h, 1), 2, np.uint8), filtered], axis=1).tobytes()
 
     def chunk(tag: bytes, data: bytes) -> bytes:
-        return (struct.pack(">I", len(data)) + tag + data
-                + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF))
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
 
     color_type = {2: 4, 3: 2, 4: 6}[c]
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, color_type, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, color_type, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(raw, 6))
+        + chunk(b"IEND", b"")
+    )
 
 
 def save_image(path: str | os.PathLike, img: np.ndarray, *, bits: int = 8) -> None:
@@ -181,8 +187,7 @@ def save_image(path: str | os.PathLike, img: np.ndarray, *, bits: int = 8) -> No
     if img.ndim == 3 and img.shape[-1] == 1:
         img = img[..., 0]
     if img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[-1] not in (2, 3, 4)):
-        raise ValueError(f"save_image {path}: expected (H, W) or (H, W, C) with C in 1-4, "
-                         f"got shape {img.shape}")
+        raise ValueError(f"save_image {path}: expected (H, W) or (H, W, C) with C in 1-4, got shape {img.shape}")
     dtype, top = (np.uint8, 255) if bits == 8 else (np.uint16, 65535)
     if img.dtype == dtype:
         pass
@@ -229,3 +234,79 @@ def write_bytes_atomic(path: str, data: bytes) -> None:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+# --- pairs of files ------------------------------------------------------------------------------
+
+
+class DataError(ValueError):
+    """A bad data folder, split file, image pair or output folder; the message names it."""
+
+
+def read_split(path: str | os.PathLike) -> list[str]:
+    """Stems listed in ``path``: one per line; ``#`` comments and blank lines ignored."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise DataError(f"split file {path}: no such file")
+    stems: list[str] = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            s = line.split("#", 1)[0].strip()
+            if s:
+                stems.append(s)
+    if not stems:
+        raise DataError(f"split file {path}: lists no stems")
+    dup = sorted({s for s in stems if stems.count(s) > 1})
+    if dup:
+        raise DataError(f"split file {path}: duplicate stems {format_list(dup)}")
+    return stems
+
+
+def _list(folder: str, what: str) -> dict[str, str]:
+    try:
+        return list_images(folder)
+    except ImageError as e:
+        raise DataError(f"{what}: {e}") from None
+
+
+def match_pairs(ir_dir: str, vis_dir: str, stems: Sequence[str] | None = None) -> dict[str, tuple[str, str]]:
+    """``{stem: (ir_path, vis_path)}`` of the images of two folders paired by file stem, sorted;
+    all of ``stems`` when given, else all pairs (DataError when the folders do not pair up)."""
+    ir, vis = _list(ir_dir, "--ir_dir"), _list(vis_dir, "--vis_dir")
+    if stems is None:
+        only_ir, only_vis = sorted(set(ir) - set(vis)), sorted(set(vis) - set(ir))
+        if only_ir or only_vis:
+            raise DataError(
+                "ir and vis folders do not pair up by stem: "
+                + "; ".join(f"only in {d}: {format_list(s)}" for d, s in ((ir_dir, only_ir), (vis_dir, only_vis)) if s)
+                + " (use --split to pick stems)"
+            )
+        stems = sorted(ir)
+    missing = [(d, [s for s in stems if s not in m]) for d, m in ((ir_dir, ir), (vis_dir, vis))]
+    missing = [(d, s) for d, s in missing if s]
+    if missing:
+        raise DataError("; ".join(f"{d} lacks {len(s)} image(s) of the split: {format_list(s)}" for d, s in missing))
+    if not stems:
+        raise DataError(f"no images found in {ir_dir}")
+    return {s: (ir[s], vis[s]) for s in sorted(stems)}
+
+
+def prepare_out_dir(path: str | os.PathLike, flag: str = "--out_dir") -> str:
+    """Creates the output folder ``path`` if needed and checks that files can be written in it,
+    before anything is computed; DataError (naming ``flag`` and the path) when it is a file,
+    cannot be created or is not writable. Returns the path."""
+    path = os.fspath(path)
+    if not path:
+        raise DataError(f"{flag}: empty path")
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise DataError(f"{flag} {path}: is a file, not a folder")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        raise DataError(f"{flag} {path}: cannot create the folder ({e.strerror or e})") from None
+    try:
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
+            pass
+    except OSError as e:
+        raise DataError(f"{flag} {path}: folder is not writable ({e.strerror or e})") from None
+    return path

@@ -6,9 +6,10 @@ two published methods, each row followed by a 3x crop of the scene's warmest tar
 
 Columns: IR | visible | Average | ours | DenseFuse | IFCNN (published outputs from
 ``DATA/peers/tno42``). The crop is centred on the warm target of
-:func:`patchfuse_jax.metrics.target.warm_target` (the connected part of the top 2 % of IR pixels
+:func:`patchfuse_jax.eval.metrics.target.warm_target` (the connected part of the top 2 % of IR pixels
 with the warmest mean). TNO is used for this picture only, never to choose anything.
 """
+
 import argparse
 import os
 import sys
@@ -21,8 +22,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from patchfuse_jax import io, load_checkpoint, pretrained  # noqa: E402
-from patchfuse_jax.inference import fuse  # noqa: E402
-from patchfuse_jax.metrics import as_metric_input, target  # noqa: E402
+from patchfuse_jax.eval.metrics import as_metric_input, target  # noqa: E402
+from patchfuse_jax.fusing.api import fuse  # noqa: E402
 
 TILE_W, CROP_W, CROP_H, ZOOM, LABEL_H = 240, 80, 50, 3, 18
 PEERS = ("DenseFuse", "IFCNN")
@@ -63,12 +64,18 @@ def main():
         ir, vis = as_metric_input(ir_raw).astype(np.float64), as_metric_input(vis_raw).astype(np.float64)
         ours = 255.0 * np.asarray(fuse(params, ir_raw, vis_raw), np.float64)
         cols = [ir, vis, (ir + vis) / 2, ours]
-        cols += [as_metric_input(io.read_image(os.path.join(args.data, "peers", "tno42", p, f"{s}.png")))
-                 .astype(np.float64) for p in PEERS]
+        cols += [
+            as_metric_input(io.read_image(os.path.join(args.data, "peers", "tno42", p, f"{s}.png"))).astype(np.float64)
+            for p in PEERS
+        ]
         top, left, h, w = warmest_target_box(ir)
         full = [_tile(c, TILE_W) for c in cols]
-        crops = [Image.fromarray(np.clip(np.round(c[top:top + h, left:left + w]), 0, 255).astype(np.uint8))
-                 .resize((w * ZOOM, h * ZOOM), Image.NEAREST) for c in cols]
+        crops = [
+            Image.fromarray(np.clip(np.round(c[top : top + h, left : left + w]), 0, 255).astype(np.uint8)).resize(
+                (w * ZOOM, h * ZOOM), Image.NEAREST
+            )
+            for c in cols
+        ]
         row_h = max(t.height for t in full)
         block = Image.new("L", (len(cols) * TILE_W, row_h + CROP_H * ZOOM + 4), 255)
         for j, (t, c) in enumerate(zip(full, crops)):
@@ -76,8 +83,7 @@ def main():
             block.paste(c, (j * TILE_W, row_h + 4))
             d = ImageDraw.Draw(block)
             sx = TILE_W / ir.shape[1]  # the crop's box on the full tile
-            d.rectangle([j * TILE_W + left * sx, top * sx, j * TILE_W + (left + w) * sx, (top + h) * sx],
-                        outline=255)
+            d.rectangle([j * TILE_W + left * sx, top * sx, j * TILE_W + (left + w) * sx, (top + h) * sx], outline=255)
         blocks.append((s, block))
     width = len(names) * TILE_W
     header = Image.new("L", (width, LABEL_H), 255)

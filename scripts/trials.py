@@ -8,6 +8,7 @@ and ``best.json`` to ``results/trials/<NAME>_{val.jsonl,config.json,best.json}``
 prints every validation line of the named trials (default: every trial with the 14 metrics):
 the 14 metrics, the mean rank among the selection panel, and wins over Average.
 """
+
 import argparse
 import glob
 import json
@@ -15,28 +16,21 @@ import os
 import shutil
 import sys
 
+from patchfuse_jax import workdir
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(REPO, "results", "trials")
-METRICS = ("CC", "MS_SSIM", "SCD", "FMI_dct", "SSIM_a", "PSNR", "CC_mean", "EN", "SD", "SF", "AG", "MI",
-           "VIF", "Qabf")
+METRICS = ("CC", "MS_SSIM", "SCD", "FMI_dct", "SSIM_a", "PSNR", "CC_mean", "EN", "SD", "SF", "AG", "MI", "VIF", "Qabf")
 
 
 def collect(runs: str, names: list[str]) -> None:
     os.makedirs(OUT, exist_ok=True)
     for n in names:
         wd = os.path.join(runs, n)
-        rows = []
-        with open(os.path.join(wd, "metrics.jsonl")) as fh:
-            for line in fh:
-                try:
-                    r = json.loads(line)
-                except ValueError:
-                    continue  # a cut last line of an interrupted run
-                if any(k.startswith("val_") for k in r):
-                    rows.append(r)
+        rows = [r for r in workdir.read_metrics(wd) if any(k.startswith("val_") for k in r)]
         with open(os.path.join(OUT, f"{n}_val.jsonl"), "w") as fh:
             fh.writelines(json.dumps(r) + "\n" for r in rows)
-        for f in ("config.json", "best.json"):
+        for f in (workdir.CONFIG, workdir.BEST_JSON):
             if os.path.exists(os.path.join(wd, f)):
                 shutil.copy(os.path.join(wd, f), os.path.join(OUT, f"{n}_{f}"))
         print(f"{n}: {len(rows)} validation lines")
@@ -49,15 +43,16 @@ def table(names: list[str]) -> None:
     head = "| trial | step | " + " | ".join(METRICS) + " | mean rank | wins |"
     print(head + "\n|---|---:|" + "---:|" * (len(METRICS) + 2))
     for path in files:
-        n = os.path.basename(path)[:-len("_val.jsonl")]
+        n = os.path.basename(path)[: -len("_val.jsonl")]
         if names and n not in names:
             continue
         for line in open(path):
             r = json.loads(line)
             if "val_mean_rank" not in r:
                 continue
-            cells = [f"{r['val_' + m]:.2f}" if m in ("PSNR", "SD", "SF", "EN") else f"{r['val_' + m]:.4f}"
-                     for m in METRICS]
+            cells = [
+                f"{r['val_' + m]:.2f}" if m in ("PSNR", "SD", "SF", "EN") else f"{r['val_' + m]:.4f}" for m in METRICS
+            ]
             print(f"| {n} | {r['step']} | " + " | ".join(cells) + f" | {r['val_mean_rank']:.2f} | {r['val_wins']} |")
 
 

@@ -1,12 +1,14 @@
-"""Registration (patchfuse_jax/align.py): ``patchfuse align``, points, warps, recovery on real pairs."""
+"""Registration (patchfuse_jax/fusing/align.py): ``patchfuse align``, points, warps, recovery on real pairs."""
+
 import json
 import os
 
 import numpy as np
 import pytest
 
-from patchfuse_jax import align, fuse, io, pretrained
+from patchfuse_jax import fuse, io, pretrained
 from patchfuse_jax.__main__ import main
+from patchfuse_jax.fusing import align
 
 
 def _run(capsys, *argv):
@@ -68,7 +70,7 @@ def _warped_case(ir, vis, kind, seed):
     else:
         raise AssertionError(f"no {kind} warp of seed {seed} fits inside a {h}x{w} image")
     vis_w = align.warp_image(vis, np.linalg.inv(shift @ A), hw)
-    return ir[m:h - m, m:w - m], vis[m:h - m, m:w - m], vis_w, A
+    return ir[m : h - m, m : w - m], vis[m : h - m, m : w - m], vis_w, A
 
 
 def _cases(shared, n_roadscene, n_tno, seed=0):
@@ -97,6 +99,7 @@ def _recovery(cases):
     return np.array(rel), np.array(absolute)
 
 
+@pytest.mark.slow  # ~1-2 min of registration; the 44-pair test below is the full measure
 @pytest.mark.data
 def test_known_warps_of_a_few_real_pairs_are_recovered(shared):
     cases = [(shared("tno"), "01.png", "rotation", 1), (shared("roadscene"), "FLIR_04968.jpg", "shift", 3)]
@@ -111,12 +114,15 @@ def test_known_warps_of_a_few_real_pairs_are_recovered(shared):
 @pytest.mark.data
 def test_known_warps_of_44_real_pairs_are_recovered(shared):
     import time
+
     t0 = time.perf_counter()
     rel, absolute = _recovery(_cases(shared, 30, 14))
     per_fit = (time.perf_counter() - t0) / (2 * len(rel))
-    print(f"recovery: {len(rel)} pairs, {np.mean(rel <= 1.5):.1%} <= 1.5 px, mean {rel.mean():.2f} px, "
-          f"median {np.median(rel):.2f} px, {per_fit:.1f} s a fit (against A alone: median "
-          f"{np.median(absolute):.2f} px)")
+    print(
+        f"recovery: {len(rel)} pairs, {np.mean(rel <= 1.5):.1%} <= 1.5 px, mean {rel.mean():.2f} px, "
+        f"median {np.median(rel):.2f} px, {per_fit:.1f} s a fit (against A alone: median "
+        f"{np.median(absolute):.2f} px)"
+    )
     # Issue 22 asks for >= 90 %; measured 84.1 % (37/44) on 2026-12-05 (docs/deploy.md). This
     # guards what is reached, not the target: the issue stays open until it is met.
     assert len(rel) >= 40 and np.mean(rel <= 1.5) >= 0.8
@@ -125,6 +131,7 @@ def test_known_warps_of_44_real_pairs_are_recovered(shared):
 def test_monomodal_warp_is_recovered_exactly():
     rng = np.random.default_rng(0)
     from scipy import ndimage
+
     img = ndimage.gaussian_filter(rng.random((120, 160)), 2.0)
     ir_c, _, vis_w, A = _warped_case(img, img, "perspective", 4)
     H = align.estimate_homography(ir_c, vis_w)
@@ -134,6 +141,7 @@ def test_monomodal_warp_is_recovered_exactly():
 def _scene(hw=(160, 200), seed=0):
     """A synthetic scene: smoothed noise plus bright rectangles and discs (corners for features)."""
     from scipy import ndimage
+
     rng = np.random.default_rng(seed)
     h, w = hw
     img = 0.3 * ndimage.gaussian_filter(rng.random(hw), 3.0)
@@ -141,7 +149,7 @@ def _scene(hw=(160, 200), seed=0):
     for _ in range(14):
         y, x = rng.integers(0, h - 20), rng.integers(0, w - 20)
         dh, dw = rng.integers(8, 30, 2)
-        img[y:y + dh, x:x + dw] += rng.uniform(0.3, 0.7)
+        img[y : y + dh, x : x + dw] += rng.uniform(0.3, 0.7)
         cy, cx, r = rng.integers(0, h), rng.integers(0, w), rng.integers(4, 12)
         img[(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] -= rng.uniform(0.2, 0.5)
     img = ndimage.gaussian_filter(img, 1.0)
@@ -154,12 +162,13 @@ def _synthetic_pair(H_true, hw=(160, 200), m=40, seed=0):
     big = _scene((hw[0] + 2 * m, hw[1] + 2 * m), seed)
     shift = np.array([[1, 0, m], [0, 1, m], [0, 0, 1.0]])
     vis = align.warp_image(big, np.linalg.inv(shift @ H_true), hw)
-    return 1.0 - big[m:m + hw[0], m:m + hw[1]], vis
+    return 1.0 - big[m : m + hw[0], m : m + hw[1]], vis
 
 
 def test_an_inverted_rotated_scaled_shifted_pair_is_recovered_without_opencv(monkeypatch):
     import sys
-    monkeypatch.setitem(sys.modules, "cv2", None)         # as if OpenCV were not installed
+
+    monkeypatch.setitem(sys.modules, "cv2", None)  # as if OpenCV were not installed
     c = np.array([[1, 0, 99.5], [0, 1, 79.5], [0, 0, 1.0]])
     t = np.deg2rad(5.0)
     S = np.array([[np.cos(t), -np.sin(t), 0], [np.sin(t), np.cos(t), 0], [0, 0, 1 / 1.08]])
@@ -175,7 +184,7 @@ def test_opencv_feature_starts_find_the_warp():
     pytest.importorskip("cv2")
     H_true = np.array([[0.97, -0.05, 12.0], [0.05, 0.97, -8.0], [2e-5, -1e-5, 1.0]])
     ir, vis = _synthetic_pair(H_true, (240, 320), seed=1)
-    starts = align._opencv_candidates(ir, vis, 1.0)          # W: IR -> visible
+    starts = align._opencv_candidates(ir, vis, 1.0)  # W: IR -> visible
     assert starts, "no OpenCV start"
     best = min(align.corner_error(np.linalg.inv(W), H_true, ir.shape) for W in starts)
     assert best < 2.0
@@ -190,19 +199,22 @@ def test_align_warns_when_the_automatic_fit_is_ambiguous(tmp_path, capsys, monke
     fit = align.Fit(np.eye(3), score=0.300, runner_up=0.295, runner_up_px=22.0)
     assert fit.ambiguous and not align.Fit(np.eye(3), 0.3, 0.2, 22.0).ambiguous
     monkeypatch.setattr(align, "estimate", lambda ir, vis: fit)
-    rc, out, err = _run(capsys, "align", f"--ir={tmp_path / 'ir.png'}", f"--vis={tmp_path / 'vis.png'}",
-                        f"--out={tmp_path / 'H.json'}")
+    rc, out, err = _run(
+        capsys, "align", f"--ir={tmp_path / 'ir.png'}", f"--vis={tmp_path / 'vis.png'}", f"--out={tmp_path / 'H.json'}"
+    )
     assert rc == 0 and "warning:" in err and "ambiguous fit: another alignment 22 px away" in err, err
     q = json.loads((tmp_path / "H.json").read_text())["quality"]
     assert not q["plausible"] and q["runner_up_px"] == 22.0
     # A fit beyond the search's range is reported too.
     monkeypatch.setattr(align, "estimate", lambda ir, vis: align.Fit(np.diag([1.3, 1.3, 1.0]), 0.3))
-    rc, out, err = _run(capsys, "align", f"--ir={tmp_path / 'ir.png'}", f"--vis={tmp_path / 'vis.png'}",
-                        f"--out={tmp_path / 'H.json'}")
+    rc, out, err = _run(
+        capsys, "align", f"--ir={tmp_path / 'ir.png'}", f"--vis={tmp_path / 'vis.png'}", f"--out={tmp_path / 'H.json'}"
+    )
     assert rc == 0 and "outside what the automatic search covers" in err, err
 
 
 # --- points --------------------------------------------------------------------------------------
+
 
 def _write_points(path, vis_xy, ir_xy, header="x_vis,y_vis,x_ir,y_ir"):
     rows = [header] + [",".join(repr(float(v)) for v in (*a, *b)) for a, b in zip(vis_xy, ir_xy)]
@@ -220,8 +232,14 @@ def test_points_are_exact_on_synthetic_points(tmp_path, capsys):
     img = (rng.random((64, 80)) * 255).astype(np.uint8)
     io.save_image(tmp_path / "ir.png", img)
     io.save_image(tmp_path / "vis.png", img)
-    rc, out, err = _run(capsys, "align", f"--ir={tmp_path / 'ir.png'}", f"--vis={tmp_path / 'vis.png'}",
-                        f"--out={tmp_path / 'H.json'}", f"--points={pts}")
+    rc, out, err = _run(
+        capsys,
+        "align",
+        f"--ir={tmp_path / 'ir.png'}",
+        f"--vis={tmp_path / 'vis.png'}",
+        f"--out={tmp_path / 'H.json'}",
+        f"--points={pts}",
+    )
     assert rc == 0, err
     assert out.startswith(f"wrote {tmp_path / 'H.json'}: points homography vis->ir, 6 points")
     doc = json.loads((tmp_path / "H.json").read_text())
@@ -238,9 +256,14 @@ def test_bad_points_file_is_one_line_naming_it(tmp_path, capsys, case):
     io.save_image(tmp_path / "a.png", img)
     pts = tmp_path / "pts.csv"
     square = np.array([[0, 0], [10, 0], [10, 10], [0, 10.0]])
-    needle = {"missing": "cannot read the points file", "three": "3 point pair(s)",
-              "collinear": "collinear", "header": "missing y_ir", "number": "line 3",
-              "binary": "cannot read the points file"}[case]
+    needle = {
+        "missing": "cannot read the points file",
+        "three": "3 point pair(s)",
+        "collinear": "collinear",
+        "header": "missing y_ir",
+        "number": "line 3",
+        "binary": "cannot read the points file",
+    }[case]
     if case == "three":
         _write_points(pts, square[:3], square[:3])
     elif case == "collinear":
@@ -252,19 +275,26 @@ def test_bad_points_file_is_one_line_naming_it(tmp_path, capsys, case):
         pts.write_text("x_vis,y_vis,x_ir,y_ir\n1,2,3,4\n1,2,x,4\n")
     elif case == "binary":
         pts.write_bytes(b"\xff\xfe\x00\x81" * 10)
-    rc, out, err = _run(capsys, "align", f"--ir={tmp_path / 'a.png'}", f"--vis={tmp_path / 'a.png'}",
-                        f"--out={tmp_path / 'H.json'}", f"--points={pts}")
+    rc, out, err = _run(
+        capsys,
+        "align",
+        f"--ir={tmp_path / 'a.png'}",
+        f"--vis={tmp_path / 'a.png'}",
+        f"--out={tmp_path / 'H.json'}",
+        f"--points={pts}",
+    )
     _one_line_error(rc, err, f"patchfuse align: error: {pts}: ")
     assert needle in err and not os.path.exists(tmp_path / "H.json")
 
 
 # --- warping before fusing -----------------------------------------------------------------------
 
+
 def test_fuse_with_homography_warps_the_visible_image(tmp_path):
     params = pretrained()
     rng = np.random.default_rng(2)
     ir = (rng.random((40, 56)) * 255).astype(np.uint8)
-    vis = (rng.random((44, 60, 3)) * 255).astype(np.uint8)   # another size: allowed with a warp
+    vis = (rng.random((44, 60, 3)) * 255).astype(np.uint8)  # another size: allowed with a warp
     H = np.array([[0.95, 0.02, 3.0], [-0.01, 0.97, 1.5], [0, 0, 1.0]])
     want = fuse(params, ir, align.warp_image(vis, H, ir.shape), color=True)
     np.testing.assert_array_equal(fuse(params, ir, vis, color=True, homography=H), want)
@@ -278,7 +308,7 @@ def test_fuse_with_homography_warps_the_visible_image(tmp_path):
 
 def test_warp_is_bilinear_and_fills_black_outside():
     img = np.arange(30, dtype=np.float64).reshape(5, 6) / 30
-    shift = np.array([[1, 0, 0.5], [0, 1, 0], [0, 0, 1.0]])         # vis x -> ir x + 0.5
+    shift = np.array([[1, 0, 0.5], [0, 1, 0], [0, 0, 1.0]])  # vis x -> ir x + 0.5
     out = align.warp_image(img, shift, (5, 6))
     np.testing.assert_allclose(out[:, 1:], (img[:, :-1] + img[:, 1:]) / 2)
     assert np.all(out[:, 0] == 0)
@@ -293,9 +323,16 @@ def test_folder_fuse_with_homography_matches_the_library(tmp_path, capsys):
     io.save_image(tmp_path / "vis" / "a.png", vis)
     H = np.array([[1.0, 0.0, -2.0], [0.0, 1.0, -1.0], [0, 0, 1.0]])
     align.save_homography(tmp_path / "H.json", H, ir_size=ir.shape, vis_size=vis.shape[:2], method="t")
-    rc, out, err = _run(capsys, "fuse", f"--ir_dir={tmp_path / 'ir'}", f"--vis_dir={tmp_path / 'vis'}",
-                        f"--out_dir={tmp_path / 'o'}", f"--homography={tmp_path / 'H.json'}",
-                        "--no-progress", "--color")
+    rc, out, err = _run(
+        capsys,
+        "fuse",
+        f"--ir_dir={tmp_path / 'ir'}",
+        f"--vis_dir={tmp_path / 'vis'}",
+        f"--out_dir={tmp_path / 'o'}",
+        f"--homography={tmp_path / 'H.json'}",
+        "--no-progress",
+        "--color",
+    )
     assert rc == 0, err
     want = fuse(params, ir, vis, color=True, homography=H)
     got = io.read_image(tmp_path / "o" / "a.png")
@@ -308,27 +345,45 @@ def test_bad_homography_file_is_one_line_naming_it(tmp_path, capsys, case):
     io.save_image(tmp_path / "ir" / "a.png", img)
     io.save_image(tmp_path / "vis" / "a.png", img)
     hf = tmp_path / "H.json"
-    H = {"away": [[1, 0, 400], [0, 1, 0], [0, 0, 1]], "singular": [[1, 2, 0], [2, 4, 0], [0, 0, 1]],
-         "shape": [[1, 0], [0, 1]], "horizon": [[1, 0, 0], [0, 1, 0], [-0.05, 0, 1]]}.get(case)
+    H = {
+        "away": [[1, 0, 400], [0, 1, 0], [0, 0, 1]],
+        "singular": [[1, 2, 0], [2, 4, 0], [0, 0, 1]],
+        "shape": [[1, 0], [0, 1]],
+        "horizon": [[1, 0, 0], [0, 1, 0], [-0.05, 0, 1]],
+    }.get(case)
     hf.write_text("{not json" if H is None else json.dumps({"H": H}))
-    needle = {"away": "maps the visible image away", "singular": "singular", "not_json": "not a JSON",
-              "shape": "finite 3x3", "horizon": "beyond the horizon"}[case]
-    rc, out, err = _run(capsys, "fuse", f"--ir_dir={tmp_path / 'ir'}", f"--vis_dir={tmp_path / 'vis'}",
-                        f"--out_dir={tmp_path / 'o'}", f"--homography={hf}", "--no-progress")
+    needle = {
+        "away": "maps the visible image away",
+        "singular": "singular",
+        "not_json": "not a JSON",
+        "shape": "finite 3x3",
+        "horizon": "beyond the horizon",
+    }[case]
+    rc, out, err = _run(
+        capsys,
+        "fuse",
+        f"--ir_dir={tmp_path / 'ir'}",
+        f"--vis_dir={tmp_path / 'vis'}",
+        f"--out_dir={tmp_path / 'o'}",
+        f"--homography={hf}",
+        "--no-progress",
+    )
     _one_line_error(rc, err, f"patchfuse fuse: error: {hf}: ")
     assert needle in err
 
 
 def test_align_command_writes_quality_and_warns_when_implausible(tmp_path, capsys):
     from scipy import ndimage
+
     rng = np.random.default_rng(5)
     img = ndimage.gaussian_filter(rng.random((96, 128)), 2.0)
     img = (255 * (img - img.min()) / np.ptp(img)).astype(np.uint8)
     shift = np.array([[1, 0, 3.0], [0, 1, -2.0], [0, 0, 1]])
     io.save_image(tmp_path / "ir.png", align.warp_image(img, shift, img.shape))
     io.save_image(tmp_path / "vis.png", img)
-    rc, out, err = _run(capsys, "align", f"--ir={tmp_path / 'ir.png'}", f"--vis={tmp_path / 'vis.png'}",
-                        f"--out={tmp_path / 'H.json'}")
+    rc, out, err = _run(
+        capsys, "align", f"--ir={tmp_path / 'ir.png'}", f"--vis={tmp_path / 'vis.png'}", f"--out={tmp_path / 'H.json'}"
+    )
     assert rc == 0 and err == "", err
     doc = json.loads((tmp_path / "H.json").read_text())
     assert doc["method"].startswith("ecc") and doc["quality"]["plausible"]
@@ -338,8 +393,14 @@ def test_align_command_writes_quality_and_warns_when_implausible(tmp_path, capsy
     # Points that fit a wild homography: written, with a warning (the edges overlap worse).
     square = np.array([[10, 10], [100, 10], [100, 80], [10, 80.0]])
     _write_points(tmp_path / "p.csv", square, square * [0.4, 0.4] + [3, 3])
-    rc, out, err = _run(capsys, "align", f"--ir={tmp_path / 'ir.png'}", f"--vis={tmp_path / 'vis.png'}",
-                        f"--out={tmp_path / 'H2.json'}", f"--points={tmp_path / 'p.csv'}")
+    rc, out, err = _run(
+        capsys,
+        "align",
+        f"--ir={tmp_path / 'ir.png'}",
+        f"--vis={tmp_path / 'vis.png'}",
+        f"--out={tmp_path / 'H2.json'}",
+        f"--points={tmp_path / 'p.csv'}",
+    )
     assert rc == 0 and "patchfuse align: warning:" in err and "covers only" in err, err
     assert "does not improve the edge overlap" in err
     assert not json.loads((tmp_path / "H2.json").read_text())["quality"]["plausible"]

@@ -1,8 +1,9 @@
 """Classical fusion baselines: ranges, exact cases, guided filter against a loop reference."""
+
 import numpy as np
 import pytest
 
-from patchfuse_jax import baselines as bl
+from patchfuse_jax.eval import baselines as bl
 
 
 def _pair(h=37, w=53, seed=0):
@@ -39,7 +40,7 @@ def test_laplacian_pyramid_identity(shape):
 
 
 def test_laplacian_pyramid_levels_capped():
-    assert bl.max_levels((64, 64)) == 3          # 64 -> 32 -> 16 -> 8
+    assert bl.max_levels((64, 64)) == 3  # 64 -> 32 -> 16 -> 8
     assert bl.max_levels((7, 100)) == 0
     assert len(bl.laplacian_pyramid_decompose(np.zeros((64, 64)), 3)) == 4
 
@@ -47,9 +48,9 @@ def test_laplacian_pyramid_levels_capped():
 def test_laplacian_pyramid_keeps_strongest_detail():
     ir = np.full((64, 64), 0.5)
     vis = ir.copy()
-    ir[30:34, 30:34] = 1.0      # a small bright target only in IR
+    ir[30:34, 30:34] = 1.0  # a small bright target only in IR
     f = bl.laplacian_pyramid(ir, vis)
-    assert f[31, 31] > 0.9      # max-abs selection keeps its contrast (average would give 0.75)
+    assert f[31, 31] > 0.9  # max-abs selection keeps its contrast (average would give 0.75)
 
 
 def _guided_filter_loop(I, p, r, eps):
@@ -75,13 +76,12 @@ def _guided_filter_loop(I, p, r, eps):
 @pytest.mark.parametrize("r,eps", [(1, 1e-3), (2, 0.05), (20, 0.3)])
 def test_guided_filter_matches_loop_reference(r, eps):
     I, p = _pair(7, 9, seed=3)
-    np.testing.assert_allclose(bl.guided_filter(I, p, r, eps), _guided_filter_loop(I, p, r, eps),
-                               rtol=1e-9, atol=1e-10)
+    np.testing.assert_allclose(bl.guided_filter(I, p, r, eps), _guided_filter_loop(I, p, r, eps), rtol=1e-9, atol=1e-10)
 
 
 def test_box_sum_matches_loop():
     x = np.arange(20.0).reshape(4, 5)
-    ref = np.array([[x[max(0, i - 1):i + 2, max(0, j - 1):j + 2].sum() for j in range(5)] for i in range(4)])
+    ref = np.array([[x[max(0, i - 1) : i + 2, max(0, j - 1) : j + 2].sum() for j in range(5)] for i in range(4)])
     np.testing.assert_allclose(bl.box_sum(x, 1), ref)
 
 
@@ -97,8 +97,8 @@ def test_gff_favours_the_salient_source_locally():
     ir = np.full((h, w), 0.5)
     vis = np.full((h, w), 0.5)
     left, right = (slice(16, 80), slice(8, 56)), (slice(16, 80), slice(72, 120))
-    ir[left] = checker[left]        # texture only in IR on the left
-    vis[right] = checker[right]     # texture only in vis on the right
+    ir[left] = checker[left]  # texture only in IR on the left
+    vis[right] = checker[right]  # texture only in vis on the right
     f = bl.guided_filter_fusion(ir, vis)
     inner_l, inner_r = (slice(32, 64), slice(20, 44)), (slice(32, 64), slice(84, 108))
     err = lambda a, region: np.abs(f[region] - a[region]).mean()
@@ -119,5 +119,5 @@ def test_gff_matches_vifb_reference_outputs(stem):
     vis = io.load_gray(vifb / "inputs" / "vis" / f"{stem}.jpg").astype(np.float64)
     ref = io.load_gray(vifb / "GFF" / f"{stem}_GFF.jpg").astype(np.float64)
     ours = bl.guided_filter_fusion(ir, vis)
-    assert np.abs(ours - ref).mean() * 255 < 1.0          # Average/LP are 15-20 gray levels away
+    assert np.abs(ours - ref).mean() * 255 < 1.0  # Average/LP are 15-20 gray levels away
     assert np.abs(bl.average(ir, vis) - ref).mean() * 255 > 10.0

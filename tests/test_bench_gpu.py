@@ -1,5 +1,6 @@
 """bench/gpu.py (the prepared GPU benchmark): its --cpu_smoke run prints valid JSON lines with every
 measurement, and the helpers cope with what XLA's cost analysis may return."""
+
 import importlib.util
 import json
 import math
@@ -16,8 +17,9 @@ SCRIPT = REPO / "bench" / "gpu.py"
 
 def _run(*args, timeout=600):
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True,
-                          timeout=timeout, env=env, cwd=REPO)
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO
+    )
 
 
 def _lines(stdout):
@@ -86,8 +88,17 @@ def test_cpu_smoke_prints_every_measurement(tmp_path):
     assert set(steps) == {(b, d) for b in (1, 2) for d in ("float32", "bfloat16")}
     for (b, d), s in steps.items():
         assert s["d_arch"] == "paper65" and s["norm"] == "batch" and s["crop"] == [64, 128]
-        for k in ("compile_s", "ms_per_step", "pipelined_ms_per_step", "steps_per_s", "images_per_s",
-                  "flops_per_step", "achieved_tflops", "matmul_tflops", "pct_of_matmul_peak"):
+        for k in (
+            "compile_s",
+            "ms_per_step",
+            "pipelined_ms_per_step",
+            "steps_per_s",
+            "images_per_s",
+            "flops_per_step",
+            "achieved_tflops",
+            "matmul_tflops",
+            "pct_of_matmul_peak",
+        ):
             assert _positive(s[k]), (k, s)
         assert s["images_per_s"] == pytest.approx(b * s["steps_per_s"])
         assert s["matmul_tflops"] == mm[f"matmul/{d}"]["tflops"]
@@ -103,7 +114,8 @@ def test_cpu_smoke_prints_every_measurement(tmp_path):
     assert set(pipes) == {1, 2}
     for b, p in pipes.items():
         assert p["step_rate_steps_per_s"] == pytest.approx(
-            max(steps[(b, d)]["steps_per_s"] for d in ("float32", "bfloat16")))
+            max(steps[(b, d)]["steps_per_s"] for d in ("float32", "bfloat16"))
+        )
         if roadscene.is_dir():
             assert _positive(p["batches_per_s"]) and isinstance(p["bottleneck"], bool)
             assert p["bottleneck"] == (p["batches_per_s"] < p["step_rate_steps_per_s"])

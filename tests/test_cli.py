@@ -1,4 +1,5 @@
 """train.py: flags, flagfiles and clear one-line errors (no JAX traceback)."""
+
 import os
 import subprocess
 import sys
@@ -10,17 +11,26 @@ from tests.conftest import REPO
 
 def _train(*args, timeout=120):
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    return subprocess.run([sys.executable, str(REPO / "train.py"), *args], capture_output=True,
-                          text=True, timeout=timeout, env=env, cwd=REPO)
+    return subprocess.run(
+        [sys.executable, str(REPO / "train.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=REPO,
+    )
 
 
-@pytest.mark.parametrize("flag,needle", [
-    ("--weight_mode=both", "--weight_mode='both'"),
-    ("--weight_pooling=median", "--weight_pooling='median'"),
-    ("--crop_size=12xfoo", "--crop_size='12xfoo'"),
-    ("--d_arch=7x7", "--d_arch='7x7'"),
-    ("--norm=layer", "--norm='layer'"),
-])
+@pytest.mark.parametrize(
+    "flag,needle",
+    [
+        ("--weight_mode=both", "--weight_mode='both'"),
+        ("--weight_pooling=median", "--weight_pooling='median'"),
+        ("--crop_size=12xfoo", "--crop_size='12xfoo'"),
+        ("--d_arch=7x7", "--d_arch='7x7'"),
+        ("--norm=layer", "--norm='layer'"),
+    ],
+)
 def test_bad_flag_values_name_the_flag(tmp_path, flag, needle):
     r = _train(f"--workdir={tmp_path}", flag)
     assert r.returncode == 1
@@ -34,8 +44,7 @@ def test_missing_data_folder_is_named(tmp_path):
 
 
 def test_crop_larger_than_padded_image(tmp_path):
-    r = _train(f"--workdir={tmp_path}", "--data_dir=synthetic", "--synthetic_size=32x32",
-               "--crop_size=128x128")
+    r = _train(f"--workdir={tmp_path}", "--data_dir=synthetic", "--synthetic_size=32x32", "--crop_size=128x128")
     assert r.returncode == 1
     assert "crop" in r.stderr and "Traceback" not in r.stderr
 
@@ -56,9 +65,9 @@ def test_every_shipped_flagfile_parses():
         "for f in sys.argv[1:]:\n"
         "    flags.FLAGS.unparse_flags()\n"
         "    flags.FLAGS(['train.py', '--workdir=x', '--flagfile=' + f])\n"
-        "    print(f, train.config_from_flags().weight_mode)\n")
-    r = subprocess.run([sys.executable, "-c", code, *files], capture_output=True, text=True,
-                       cwd=REPO, timeout=120)
+        "    print(f, train.config_from_flags().weight_mode)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code, *files], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     assert len(r.stdout.splitlines()) == len(files)
 
@@ -82,12 +91,26 @@ def test_sigterm_saves_a_checkpoint_like_ctrl_c(tmp_path):
     """`kill` (SIGTERM, what schedulers send) stops train.py with a checkpoint of the work done."""
     import signal
     import time
+
     wd = tmp_path / "run"
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    p = subprocess.Popen([sys.executable, str(REPO / "train.py"), "--flagfile=configs/demo.flags",
-                          f"--workdir={wd}", "--num_steps=100000", "--log_every=1",
-                          "--checkpoint_every=100000", "--sample_every=100000"],
-                         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        [
+            sys.executable,
+            str(REPO / "train.py"),
+            "--flagfile=configs/demo.flags",
+            f"--workdir={wd}",
+            "--num_steps=100000",
+            "--log_every=1",
+            "--checkpoint_every=100000",
+            "--sample_every=100000",
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.time() + 240
         while not (wd / "metrics.jsonl").exists() and time.time() < deadline and p.poll() is None:

@@ -1,6 +1,7 @@
 """A damaged latest checkpoint (its files emptied): training resumes from the newest readable
 one, load_checkpoint(workdir) loads it, each with one warning naming the damaged step; none
 readable: one error line."""
+
 import logging
 import os
 import shutil
@@ -10,9 +11,10 @@ import warnings
 
 import pytest
 
-from patchfuse_jax import load_checkpoint, trainer
-from patchfuse_jax.checkpoint import DAMAGED_DIR, CheckpointError, Checkpoints
-from patchfuse_jax.config import Config
+from patchfuse_jax import load_checkpoint, workdir
+from patchfuse_jax.checkpoint import CheckpointError, Checkpoints
+from patchfuse_jax.train import loop as trainer
+from patchfuse_jax.train.config import Config
 from tests.conftest import REPO, TINY
 
 CFG = Config(**{**TINY, "num_steps": 4, "checkpoint_every": 2})
@@ -37,8 +39,9 @@ def _copy_with_damaged(src, dst, steps):
 
 def _resume_to_step_6_past_damaged_step_4(wd, caplog):
     with caplog.at_level(logging.WARNING, logger="patchfuse_jax"):
-        state = trainer.train_and_evaluate(Config(**{**TINY, "num_steps": 6, "checkpoint_every": 2}), wd,
-                                           show_progress=False)
+        state = trainer.train_and_evaluate(
+            Config(**{**TINY, "num_steps": 6, "checkpoint_every": 2}), wd, show_progress=False
+        )
     assert int(state.step) == 6
     lines = [r.getMessage() for r in caplog.records if "damaged" in r.getMessage()]
     assert len(lines) == 1 and "step 4 is damaged" in lines[0]
@@ -48,9 +51,11 @@ def test_resume_falls_back_to_the_newest_readable_step(trained, tmp_path, caplog
     wd = _copy_with_damaged(trained, str(tmp_path / "w"), [4])
     _resume_to_step_6_past_damaged_step_4(wd, caplog)
     # Set aside, never deleted; the resumed run saved step 4 again and went on to 6.
-    assert os.listdir(os.path.join(wd, DAMAGED_DIR)) == ["4"]
-    assert os.path.getsize(next(os.path.join(r, f) for r, _, fs in os.walk(os.path.join(wd, DAMAGED_DIR))
-                                for f in fs)) == 0
+    assert os.listdir(os.path.join(wd, workdir.DAMAGED)) == ["4"]
+    assert (
+        os.path.getsize(next(os.path.join(r, f) for r, _, fs in os.walk(os.path.join(wd, workdir.DAMAGED)) for f in fs))
+        == 0
+    )
     ckpts = Checkpoints(wd, read_only=True)
     assert sorted(ckpts.manager.all_steps()) == [2, 4, 6]
     ckpts.close()
@@ -71,10 +76,27 @@ def test_no_readable_checkpoint_is_one_line(trained, tmp_path):
     wd = _copy_with_damaged(trained, str(tmp_path / "w"), [2, 4])
     with pytest.raises(CheckpointError, match="no readable checkpoint"):
         load_checkpoint(wd)
-    r = subprocess.run([sys.executable, "train.py", f"--workdir={wd}", "--data_dir=synthetic",
-                        "--num_downs=2", "--ngf=4", "--ndf=4", "--d_arch=4s2,4s2,4s1", "--crop_size=32x32",
-                        "--batch_size=2", "--synthetic_size=40x48", "--synthetic_pairs=6", "--num_steps=6"],
-                       cwd=REPO, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "train.py",
+            f"--workdir={wd}",
+            "--data_dir=synthetic",
+            "--num_downs=2",
+            "--ngf=4",
+            "--ndf=4",
+            "--d_arch=4s2,4s2,4s1",
+            "--crop_size=32x32",
+            "--batch_size=2",
+            "--synthetic_size=40x48",
+            "--synthetic_pairs=6",
+            "--num_steps=6",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 1
     err = [ln for ln in r.stderr.splitlines() if "error" in ln.lower() and "no readable checkpoint" in ln]
     assert len(err) == 1 and "Traceback" not in r.stderr, r.stderr[-1500:]
@@ -93,4 +115,4 @@ def test_resume_falls_back_when_only_the_array_data_is_damaged(trained, tmp_path
             for f in files:
                 os.remove(os.path.join(root, f))
     _resume_to_step_6_past_damaged_step_4(wd, caplog)
-    assert os.listdir(os.path.join(wd, DAMAGED_DIR)) == ["4"]
+    assert os.listdir(os.path.join(wd, workdir.DAMAGED)) == ["4"]

@@ -1,4 +1,5 @@
 """PairFolder, splits, sample_batch determinism/cropping, Batches, and the RoadScene splits."""
+
 import os
 import pathlib
 
@@ -7,9 +8,17 @@ import numpy as np
 import pytest
 
 from conftest import REPO, shared_data
-from patchfuse_jax.data import (Batches, DataError, PairFolder, fixed_sample_batch, make_source,
-                                read_split, sample_batch, sample_index)
-from patchfuse_jax.synthetic import SyntheticPairs
+from patchfuse_jax.train.data import (
+    Batches,
+    DataError,
+    PairFolder,
+    fixed_sample_batch,
+    make_source,
+    read_split,
+    sample_batch,
+    sample_index,
+)
+from patchfuse_jax.train.synthetic import SyntheticPairs
 
 
 def _img(shape, dtype=np.uint8, seed=0):
@@ -32,12 +41,12 @@ def make_folder(root, pairs, ir_ext=".png", vis_ext=".png"):
 
 @pytest.fixture
 def folder(tmp_path):
-    pairs = {f"p{i}": (_img((20 + i, 30), seed=2 * i), _img((20 + i, 30, 3), seed=2 * i + 1))
-             for i in range(5)}
+    pairs = {f"p{i}": (_img((20 + i, 30), seed=2 * i), _img((20 + i, 30, 3), seed=2 * i + 1)) for i in range(5)}
     return make_folder(tmp_path / "d", pairs), pairs
 
 
 # ----------------------------------------------------------------------------- pairing, formats
+
 
 def test_pairing_by_stem_and_y_conversion(folder):
     root, pairs = folder
@@ -87,6 +96,7 @@ def test_stems_and_split_file_select_subset(folder, tmp_path):
 
 # ----------------------------------------------------------------------------- errors
 
+
 def test_missing_root_and_subfolders(tmp_path):
     with pytest.raises(DataError, match="nope"):
         PairFolder(tmp_path / "nope")
@@ -104,8 +114,10 @@ def test_empty_folder(tmp_path):
 
 
 def test_unmatched_stems_listed_both_sides(tmp_path):
-    root = make_folder(tmp_path / "d", {"a": (_img((8, 8)), _img((8, 8))), "only_ir": (_img((8, 8)), None),
-                                        "only_vis": (None, _img((8, 8)))})
+    root = make_folder(
+        tmp_path / "d",
+        {"a": (_img((8, 8)), _img((8, 8))), "only_ir": (_img((8, 8)), None), "only_vis": (None, _img((8, 8)))},
+    )
     with pytest.raises(DataError) as e:
         PairFolder(root)
     msg = str(e.value)
@@ -129,8 +141,7 @@ def test_split_errors(folder, tmp_path):
 
 
 def test_size_mismatch_detected_on_load(tmp_path):
-    root = make_folder(tmp_path / "d", {"ok": (_img((8, 8)), _img((8, 8))),
-                                        "bad": (_img((10, 12)), _img((10, 13, 3)))})
+    root = make_folder(tmp_path / "d", {"ok": (_img((8, 8)), _img((8, 8))), "bad": (_img((10, 12)), _img((10, 13, 3)))})
     src = PairFolder(root)  # construction does not read images
     src.get(src.stems.index("ok"))
     with pytest.raises(DataError) as e:
@@ -154,6 +165,7 @@ def test_truncated_and_unreadable_files(tmp_path):
 
 
 # ----------------------------------------------------------------------------- sample_batch
+
 
 @pytest.fixture
 def src(folder):
@@ -257,6 +269,7 @@ def test_fixed_sample_batch(src):
 
 # ----------------------------------------------------------------------------- Batches
 
+
 @pytest.mark.parametrize("prefetch", [0, 2])
 def test_batches_match_sample_batch(src, prefetch):
     kw = dict(seed=3, batch_size=4, crop_hw=(8, 8), start=1, stop=3)
@@ -290,6 +303,7 @@ def test_batches_close_stops_thread(src):
 
 # ----------------------------------------------------------------------------- RoadScene
 
+
 def test_roadscene_splits_and_batch():
     root = shared_data("roadscene")
     train = read_split(REPO / "splits" / "roadscene_train.txt")
@@ -307,6 +321,7 @@ def test_roadscene_splits_and_batch():
 
 def test_batches_thread_stops_when_collected(src):
     import gc
+
     it = Batches(src, seed=0, start_step=0, batch_size=2, crop_hw=(8, 8), prefetch=1)
     thread = it._thread
     next(it)

@@ -1,4 +1,5 @@
 """Evaluation pipeline: evaluate_pair, error messages, reports and ranking marks, the CLI."""
+
 import csv
 import json
 import math
@@ -12,10 +13,9 @@ import numpy as np
 import pytest
 
 from conftest import REPO, shared_data
-
 from patchfuse_jax import io
-from patchfuse_jax import metrics as M
-from patchfuse_jax import evaluation as E
+from patchfuse_jax.eval import evaluate as E
+from patchfuse_jax.eval import metrics as M
 
 
 # ----------------------------------------------------------------------------- stand-in metrics
@@ -60,10 +60,30 @@ def _dataset(root, stems=("a", "b", "c"), hw=(24, 32)):
 
 # ----------------------------------------------------------------------------- evaluate_pair
 def test_registry_order_and_paper_metrics():
-    assert list(M.DEFAULT_METRICS) == ["CC", "MS_SSIM", "SCD", "FMI_dct", "SSIM_a", "PSNR",
-                                       "CC_mean", "EN", "SD", "SF", "AG", "MI", "VIF", "Qabf"]
-    assert list(M.METRICS) == [*M.DEFAULT_METRICS, "MI_textbook", "VIF_textbook", "Qabf_textbook",
-                               "TargetContrast", "TextureKept"]
+    assert list(M.DEFAULT_METRICS) == [
+        "CC",
+        "MS_SSIM",
+        "SCD",
+        "FMI_dct",
+        "SSIM_a",
+        "PSNR",
+        "CC_mean",
+        "EN",
+        "SD",
+        "SF",
+        "AG",
+        "MI",
+        "VIF",
+        "Qabf",
+    ]
+    assert list(M.METRICS) == [
+        *M.DEFAULT_METRICS,
+        "MI_textbook",
+        "VIF_textbook",
+        "Qabf_textbook",
+        "TargetContrast",
+        "TextureKept",
+    ]
     assert M.PAPER_METRICS == tuple(list(M.METRICS)[:6])
     assert all(M.HIGHER_IS_BETTER[k] for k in M.METRICS)
 
@@ -95,10 +115,10 @@ def test_evaluate_pair_input_conversion(monkeypatch):
     assert M.evaluate_pair(ir, rgb, ir.astype(np.uint16) * 257) == {"Probe": 1.0}
     a, b, f = seen[-1]
     assert a.dtype == np.uint8 and np.array_equal(a, ir)
-    assert b.dtype == np.uint8 and np.array_equal(b, io.to_gray(rgb))      # BT.601 luma, rounded
-    np.testing.assert_allclose(f, ir.astype(np.float64))                   # uint16 scaled to 0..255
+    assert b.dtype == np.uint8 and np.array_equal(b, io.to_gray(rgb))  # BT.601 luma, rounded
+    np.testing.assert_allclose(f, ir.astype(np.float64))  # uint16 scaled to 0..255
     M.evaluate_pair(ir / 255.0, ir, ir)
-    np.testing.assert_allclose(seen[-1][0], ir.astype(np.float64))        # float [0, 1] scaled by 255
+    np.testing.assert_allclose(seen[-1][0], ir.astype(np.float64))  # float [0, 1] scaled by 255
 
 
 def test_evaluate_pair_paths(tmp_path, fake_metrics):
@@ -132,22 +152,25 @@ def test_parse_method_and_split(tmp_path):
             E.parse_method(bad)
     p = tmp_path / "split.txt"
     p.write_text("# header\n b  # note\n\na\n")
-    assert E.read_split(p) == ["b", "a"]
+    assert io.read_split(p) == ["b", "a"]
     p.write_text("a\nb\na\n")
-    with pytest.raises(E.EvaluationError, match="duplicate stems a"):
-        E.read_split(p)
-    with pytest.raises(E.EvaluationError, match="no such file"):
-        E.read_split(tmp_path / "absent.txt")
+    with pytest.raises(io.DataError, match="duplicate stems a"):
+        io.read_split(p)
+    with pytest.raises(io.DataError, match="no such file"):
+        io.read_split(tmp_path / "absent.txt")
 
 
 def test_rank_methods():
     r = E.rank_methods({"A": 0.5, "B": 0.70001, "C": 0.7, "D": math.nan, "E": 0.1})
-    assert r == {"A": 2, "B": 1, "C": 1, "D": None, "E": 3}     # ties at 4 decimals share a rank
+    assert r == {"A": 2, "B": 1, "C": 1, "D": None, "E": 3}  # ties at 4 decimals share a rank
 
 
 def test_mean_rank_by_hand():
-    means = {"A": {"x": 1.0, "y": 5.0, "z": math.nan}, "B": {"x": 2.0, "y": 4.0, "z": 1.0},
-             "C": {"x": 3.0, "y": 4.0, "z": 2.0}}
+    means = {
+        "A": {"x": 1.0, "y": 5.0, "z": math.nan},
+        "B": {"x": 2.0, "y": 4.0, "z": 1.0},
+        "C": {"x": 3.0, "y": 4.0, "z": 2.0},
+    }
     # x: C1 B2 A3; y: A1 B2 C2 (tie); z: C1 B2 (A undefined, left out of its mean)
     assert E.mean_rank(means, ["x", "y", "z"]) == {"A": 2.0, "B": 2.0, "C": pytest.approx(4 / 3)}
 
@@ -192,14 +215,14 @@ def test_error_unknown_metric_and_bad_method(tmp_path, fake_metrics):
 
 def test_error_missing_dirs_and_pairs(tmp_path, fake_metrics):
     d = _dataset(tmp_path)
-    with pytest.raises(E.EvaluationError, match=r"--ir_dir: .*nope: no such folder"):
+    with pytest.raises(io.DataError, match=r"--ir_dir: .*nope: no such folder"):
         E.evaluate(str(tmp_path / "nope"), d["vis"], {"Dark": d["Dark"]}, workers=0, progress=False)
     with pytest.raises(E.EvaluationError, match=r"method X: .*gone: no such folder"):
         _eval(d, methods={"X": str(tmp_path / "gone")})
     os.remove(tmp_path / "vis" / "c.png")
-    with pytest.raises(E.EvaluationError, match=r"do not pair up by stem: only in .*ir: c"):
+    with pytest.raises(io.DataError, match=r"do not pair up by stem: only in .*ir: c"):
         _eval(d, methods={"Dark": d["Dark"]})
-    with pytest.raises(E.EvaluationError, match=r"lacks 1 image\(s\) of the split: c"):
+    with pytest.raises(io.DataError, match=r"lacks 1 image\(s\) of the split: c"):
         _eval(d, methods={"Dark": d["Dark"]}, split=["a", "c"])
     with pytest.raises(E.EvaluationError, match="nothing to evaluate"):
         _eval(d, split=["a"])
@@ -208,12 +231,20 @@ def test_error_missing_dirs_and_pairs(tmp_path, fake_metrics):
 
 
 # ----------------------------------------------------------------------------- end to end
-@pytest.mark.filterwarnings("ignore::patchfuse_jax.metrics.MetricWarning")
+@pytest.mark.filterwarnings("ignore::patchfuse_jax.eval.metrics.MetricWarning")
 def test_end_to_end_reports_and_marks(tmp_path, fake_metrics):
     d = _dataset(tmp_path)
     out = tmp_path / "out"
-    paths = E.run(d["ir"], d["vis"], str(out), methods={"Bright": d["Bright"], "Dark": d["Dark"]},
-                  baselines=True, workers=0, progress=False, save_fused=True)
+    paths = E.run(
+        d["ir"],
+        d["vis"],
+        str(out),
+        methods={"Bright": d["Bright"], "Dark": d["Dark"]},
+        baselines=True,
+        workers=0,
+        progress=False,
+        save_fused=True,
+    )
     methods = ["Bright", "Dark", "Average", "Max", "LP", "GFF"]
     assert sorted(os.listdir(out)) == ["fused", "per_image.csv", "summary.json", "summary.md"]
     assert sorted(os.listdir(out / "fused" / "GFF")) == ["a.png", "b.png", "c.png"]
@@ -231,8 +262,11 @@ def test_end_to_end_reports_and_marks(tmp_path, fake_metrics):
     assert s["sources"]["GFF"] == "baseline:GFF" and s["sources"]["Dark"] == f"folder:{d['Dark']}"
 
     md = open(paths["summary.md"]).read()
-    table = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
-             for line in md.splitlines() if line.startswith("| ") and "Method" not in line}
+    table = {
+        line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+        for line in md.splitlines()
+        if line.startswith("| ") and "Method" not in line
+    }
     assert table["Bright"][0] == "**250.0000**" and table["Dark"][0] == "5.0000"
     assert table["Dark"][2] == "n/a" and table["Bright"][2] == "n/a"
     # Each column: one mark per rank, in the order of the means.
@@ -251,13 +285,30 @@ def test_end_to_end_reports_and_marks(tmp_path, fake_metrics):
         assert s["mean_rank"][m] == pytest.approx(np.mean(ranks))
         assert table[m][-1].strip("*") == f"{np.mean(ranks):.2f}"
     assert len(table["Bright"]) == 4 and "Mean rank: the mean over the 3 metrics" in md
-    paths = E.run(d["ir"], d["vis"], str(tmp_path / "out2"), methods={"Bright": d["Bright"]},
-                  workers=0, progress=False, mean_rank=False)
+    paths = E.run(
+        d["ir"],
+        d["vis"],
+        str(tmp_path / "out2"),
+        methods={"Bright": d["Bright"]},
+        workers=0,
+        progress=False,
+        mean_rank=False,
+    )
     assert "mean_rank" not in json.load(open(paths["summary.json"]))
     assert "mean rank" not in open(paths["summary.md"]).read()
 
 
-@pytest.mark.filterwarnings("ignore::patchfuse_jax.metrics.MetricWarning")
+@pytest.mark.filterwarnings("ignore::patchfuse_jax.eval.metrics.MetricWarning")
+def _fake_model(monkeypatch, fuse):
+    """``fuse`` in place of the library's, and a ``load_checkpoint`` that reads nothing."""
+    api, saved = types.ModuleType("patchfuse_jax.fusing.api"), types.ModuleType("patchfuse_jax.fusing.saved")
+    api.fuse = fuse
+    saved.load_checkpoint = lambda workdir: {"workdir": workdir}
+    saved.CheckpointError = type("CheckpointError", (ValueError,), {})
+    monkeypatch.setitem(sys.modules, "patchfuse_jax.fusing.api", api)
+    monkeypatch.setitem(sys.modules, "patchfuse_jax.fusing.saved", saved)
+
+
 def test_model_checkpoint_fused_on_the_fly(tmp_path, fake_metrics, monkeypatch):
     d = _dataset(tmp_path, stems=("a", "b"))
     calls = []
@@ -266,16 +317,12 @@ def test_model_checkpoint_fused_on_the_fly(tmp_path, fake_metrics, monkeypatch):
         calls.append((ir.shape, vis.shape))
         return np.full(ir.shape, 0.5, np.float32)
 
-    fake = types.ModuleType("patchfuse_jax.inference")
-    fake.load_checkpoint = lambda workdir: {"workdir": workdir}
-    fake.fuse = fuse
-    fake.CheckpointError = type("CheckpointError", (ValueError,), {})
-    monkeypatch.setitem(sys.modules, "patchfuse_jax.inference", fake)
+    _fake_model(monkeypatch, fuse)
     (tmp_path / "ckpt").mkdir()
     r = _eval(d, checkpoint=str(tmp_path / "ckpt"), checkpoint_name="ours", save_fused=str(tmp_path / "f"))
     assert [m.name for m in r.methods] == ["ours"]
-    assert calls == [((24, 32), (24, 32, 3))] * 2                # IR gray, vis passed as RGB
-    assert r.values["ours"]["a"]["Mean"] == 128.0                # 0.5 -> uint8 128 as a PNG would hold
+    assert calls == [((24, 32), (24, 32, 3))] * 2  # IR gray, vis passed as RGB
+    assert r.values["ours"]["a"]["Mean"] == 128.0  # 0.5 -> uint8 128 as a PNG would hold
     assert sorted(os.listdir(tmp_path / "f" / "ours")) == ["a.png", "b.png"]
     with pytest.raises(E.EvaluationError, match="--checkpoint .*: no such folder"):
         _eval(d, checkpoint=str(tmp_path / "nockpt"))
@@ -283,16 +330,25 @@ def test_model_checkpoint_fused_on_the_fly(tmp_path, fake_metrics, monkeypatch):
 
 @pytest.mark.slow
 def test_real_model_checkpoint(tmp_path):
-    """A tiny trained generator, fused on the fly through patchfuse_jax.inference."""
+    """A tiny trained generator, fused on the fly through patchfuse_jax.fusing.api."""
     from conftest import TINY
-    from patchfuse_jax import trainer
-    from patchfuse_jax.config import Config
+    from patchfuse_jax.train import loop as trainer
+    from patchfuse_jax.train.config import Config
 
     wd = str(tmp_path / "run")
     trainer.train_and_evaluate(Config(**{**TINY, "num_steps": 1}), wd, show_progress=False)
     d = _dataset(tmp_path / "data", stems=("a", "b"), hw=(37, 53))
-    paths = E.run(d["ir"], d["vis"], str(tmp_path / "out"), checkpoint=wd, baselines=True,
-                  metrics="CC,PSNR,EN", workers=0, progress=False, save_fused=True)
+    paths = E.run(
+        d["ir"],
+        d["vis"],
+        str(tmp_path / "out"),
+        checkpoint=wd,
+        baselines=True,
+        metrics="CC,PSNR,EN",
+        workers=0,
+        progress=False,
+        save_fused=True,
+    )
     s = json.load(open(paths["summary.json"]))
     assert s["methods"] == ["patchfuse", "Average", "Max", "LP", "GFF"]
     assert all(s["results"]["patchfuse"][k]["count"] == 2 for k in ("CC", "PSNR", "EN"))
@@ -313,9 +369,9 @@ def tiny_export(tmp_path_factory):
     """A tiny random generator exported to one file (no training)."""
     import jax
     import jax.numpy as jnp
-    from patchfuse_jax.export import export_generator
-    from patchfuse_jax.inference import make_fuse_params
-    from patchfuse_jax.models import Generator
+
+    from patchfuse_jax.fusing.saved import export_generator, make_fuse_params
+    from patchfuse_jax.nn.models import Generator
 
     arch = dict(num_downs=2, ngf=4, norm="batch")
     variables = Generator(**arch).init(jax.random.key(0), jnp.zeros((1, 8, 8, 2)), train=False)
@@ -336,7 +392,7 @@ def test_model_on_a_size_mismatched_pair_names_the_pair(tmp_path, fake_metrics, 
     with pytest.raises(E.EvaluationError) as e:
         _eval(d, checkpoint=tiny_export)
     assert str(e.value) == f"b: ir {ir_b} is 24x32 but vis {vis_b} is 20x32 (H x W)"
-    r = _eval(d, checkpoint=tiny_export, split=["a"])       # the good pair alone works
+    r = _eval(d, checkpoint=tiny_export, split=["a"])  # the good pair alone works
     assert list(r.values["patchfuse"]) == ["a"]
 
 
@@ -347,14 +403,13 @@ def test_model_errors_inside_fuse_name_the_pair(tmp_path, fake_metrics, monkeypa
     def fuse(params, ir, vis):
         raise ValueError("fuse: something about the input")
 
-    fake = types.ModuleType("patchfuse_jax.inference")
-    fake.load_checkpoint = lambda workdir: {}
-    fake.fuse = fuse
-    fake.CheckpointError = type("CheckpointError", (ValueError,), {})
-    monkeypatch.setitem(sys.modules, "patchfuse_jax.inference", fake)
+    _fake_model(monkeypatch, fuse)
     (tmp_path / "ckpt").mkdir()
-    with pytest.raises(E.EvaluationError, match=r"^a: cannot fuse ir .*ir/a\.png with vis .*vis/a\.png: "
-                                                r"fuse: something about the input$"):
+    with pytest.raises(
+        E.EvaluationError,
+        match=r"^a: cannot fuse ir .*ir/a\.png with vis .*vis/a\.png: "
+        r"fuse: something about the input$",
+    ):
         _eval(d, checkpoint=str(tmp_path / "ckpt"))
 
 
@@ -362,12 +417,12 @@ def test_out_dir_is_checked_before_computing(tmp_path, fake_metrics, monkeypatch
     d = _dataset(tmp_path, stems=("a",))
     monkeypatch.setattr(E, "evaluate", lambda *a, **k: pytest.fail("computed before checking out_dir"))
     (tmp_path / "file").write_text("x")
-    with pytest.raises(E.EvaluationError, match=r"^--out_dir .*file: is a file, not a folder$"):
+    with pytest.raises(io.DataError, match=r"^--out_dir .*file: is a file, not a folder$"):
         E.run(d["ir"], d["vis"], str(tmp_path / "file"), methods={"Dark": d["Dark"]})
-    with pytest.raises(E.EvaluationError, match=r"^--out_dir .*file/sub: cannot create the folder \("):
+    with pytest.raises(io.DataError, match=r"^--out_dir .*file/sub: cannot create the folder \("):
         E.run(d["ir"], d["vis"], str(tmp_path / "file" / "sub"), methods={"Dark": d["Dark"]})
-    assert E.prepare_out_dir(tmp_path / "new" / "out") == str(tmp_path / "new" / "out")
-    assert os.listdir(tmp_path / "new" / "out") == []        # created; the write test leaves nothing
+    assert io.prepare_out_dir(tmp_path / "new" / "out") == str(tmp_path / "new" / "out")
+    assert os.listdir(tmp_path / "new" / "out") == []  # created; the write test leaves nothing
 
 
 def test_unwritable_out_dir(tmp_path, monkeypatch):
@@ -377,24 +432,32 @@ def test_unwritable_out_dir(tmp_path, monkeypatch):
         raise PermissionError(13, "Permission denied")
 
     monkeypatch.setattr(tempfile, "NamedTemporaryFile", refuse)  # a read-only folder, even for root
-    with pytest.raises(E.EvaluationError, match=r"--out_dir .*ro: folder is not writable \(Permission denied\)"):
-        E.prepare_out_dir(tmp_path / "ro")
+    with pytest.raises(io.DataError, match=r"--out_dir .*ro: folder is not writable \(Permission denied\)"):
+        io.prepare_out_dir(tmp_path / "ro")
 
 
 # ----------------------------------------------------------------------------- CLI
 def _cli(args, cwd=REPO):
     pp = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
     env = {**os.environ, "PYTHONPATH": pp, "JAX_PLATFORMS": "cpu"}
-    return subprocess.run([sys.executable, str(REPO / "evaluate.py"), *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, str(REPO / "evaluate.py"), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def test_cli_errors_are_one_line(tmp_path):
     d = _dataset(tmp_path, stems=("a",))
     base = [f"--ir_dir={d['ir']}", f"--vis_dir={d['vis']}", f"--out_dir={tmp_path / 'o'}"]
-    for extra, msg in (([f"--method={d['Dark']}"], "expected NAME=DIR"),
-                       ([f"--method=Dark={d['Dark']}", "--metrics=XX"], "unknown metric(s) XX"),
-                       ([f"--method=Gone={tmp_path / 'gone'}"], "no such folder")):
+    for extra, msg in (
+        ([f"--method={d['Dark']}"], "expected NAME=DIR"),
+        ([f"--method=Dark={d['Dark']}", "--metrics=XX"], "unknown metric(s) XX"),
+        ([f"--method=Gone={tmp_path / 'gone'}"], "no such folder"),
+    ):
         p = _cli(base + extra)
         assert p.returncode == 1, p.stderr
         assert msg in p.stderr and "Traceback" not in p.stderr
@@ -405,10 +468,16 @@ def test_cli_model_and_out_dir_errors_are_one_line(tmp_path, tiny_export):
     d = _mismatched_pair(tmp_path)
     (tmp_path / "file").write_text("x")
     base = [f"--ir_dir={d['ir']}", f"--vis_dir={d['vis']}", "--workers=0", "--metrics=CC", "--noprogress"]
-    for extra, msg in (([f"--out_dir={tmp_path / 'o'}", f"--checkpoint={tiny_export}"],
-                        f"evaluate.py: error: b: ir {d['ir']}/b.png is 24x32 but vis {d['vis']}/b.png is 20x32"),
-                       ([f"--out_dir={tmp_path / 'file'}", f"--checkpoint={tiny_export}"],
-                        f"evaluate.py: error: --out_dir {tmp_path / 'file'}: is a file, not a folder")):
+    for extra, msg in (
+        (
+            [f"--out_dir={tmp_path / 'o'}", f"--checkpoint={tiny_export}"],
+            f"evaluate.py: error: b: ir {d['ir']}/b.png is 24x32 but vis {d['vis']}/b.png is 20x32",
+        ),
+        (
+            [f"--out_dir={tmp_path / 'file'}", f"--checkpoint={tiny_export}"],
+            f"evaluate.py: error: --out_dir {tmp_path / 'file'}: is a file, not a folder",
+        ),
+    ):
         p = _cli(base + extra)
         assert p.returncode == 1, p.stderr
         assert p.stderr.startswith(msg) and "Traceback" not in p.stderr, p.stderr
@@ -417,9 +486,19 @@ def test_cli_model_and_out_dir_errors_are_one_line(tmp_path, tiny_export):
 
 def test_cli_end_to_end(tmp_path):
     d = _dataset(tmp_path, stems=("a", "b"))
-    p = _cli([f"--ir_dir={d['ir']}", f"--vis_dir={d['vis']}", f"--out_dir={tmp_path / 'o'}",
-              f"--method=Dark={d['Dark']}", "--method", f"Bright={d['Bright']}", "--baselines",
-              "--metrics=CC,PSNR,EN,SD", "--workers=0"])
+    p = _cli(
+        [
+            f"--ir_dir={d['ir']}",
+            f"--vis_dir={d['vis']}",
+            f"--out_dir={tmp_path / 'o'}",
+            f"--method=Dark={d['Dark']}",
+            "--method",
+            f"Bright={d['Bright']}",
+            "--baselines",
+            "--metrics=CC,PSNR,EN,SD",
+            "--workers=0",
+        ]
+    )
     assert p.returncode == 0, p.stderr
     assert "| Method | CC | PSNR | EN | SD |" in p.stdout and "| GFF |" in p.stdout
     rows = list(csv.DictReader(open(tmp_path / "o" / "per_image.csv")))
@@ -446,9 +525,15 @@ def test_real_data_tno_densefuse(tmp_path):
     split = tmp_path / "split.txt"
     split.write_text("# three TNO pairs\n01\n02\n03\n")
     with warnings.catch_warnings():
-        warnings.simplefilter("error", M.MetricWarning)      # all defined on real images
-        paths = E.run(str(tno / "ir"), str(tno / "vis"), str(tmp_path / "out"), split=str(split),
-                      methods=[f"DenseFuse={peers}"], progress=False)
+        warnings.simplefilter("error", M.MetricWarning)  # all defined on real images
+        paths = E.run(
+            str(tno / "ir"),
+            str(tno / "vis"),
+            str(tmp_path / "out"),
+            split=str(split),
+            methods=[f"DenseFuse={peers}"],
+            progress=False,
+        )
     rows = list(csv.DictReader(open(paths["per_image.csv"])))
     assert [r["image"] for r in rows] == ["01", "02", "03"]
     assert list(rows[0]) == ["image", "method", *M.DEFAULT_METRICS]
@@ -456,8 +541,11 @@ def test_real_data_tno_densefuse(tmp_path):
     s = json.load(open(paths["summary.json"]))
     assert all(s["results"]["DenseFuse"][k]["count"] == 3 for k in M.DEFAULT_METRICS)
     # The pipeline (gray conversion, IR/vis order) reproduces the upstream MATLAB toolbox values.
-    ref = {(r["image"], r["metric"]): float(r["value"]) for r in
-           csv.DictReader(open(peers.parent / "reference_metrics_Metric_TNO.csv")) if r["method"] == "DenseFuse"}
+    ref = {
+        (r["image"], r["metric"]): float(r["value"])
+        for r in csv.DictReader(open(peers.parent / "reference_metrics_Metric_TNO.csv"))
+        if r["method"] == "DenseFuse"
+    }
     ours_to_ref = {"CC_mean": "CC", "SCD": "SCD", "EN": "EN", "MI": "MI", "Qabf": "Qabf", "VIF": "VIF", "AG": "AG"}
     for r in rows:
         for ours, theirs in ours_to_ref.items():

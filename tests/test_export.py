@@ -1,4 +1,5 @@
 """Generator-only checkpoint loading, one-file exports, pretrained() and the package CLI."""
+
 import os
 import subprocess
 import sys
@@ -8,13 +9,13 @@ import numpy as np
 import pytest
 from flax import serialization
 
-from patchfuse_jax import export, fuse, load_checkpoint, pretrained
+from patchfuse_jax import fuse, load_checkpoint, pretrained
 from patchfuse_jax.__main__ import main
 from patchfuse_jax.checkpoint import CheckpointError, Checkpoints
-from patchfuse_jax.config import Config
-from patchfuse_jax.export import export_generator, read_export_metadata
-from patchfuse_jax.inference import make_fuse_params
-from patchfuse_jax.state import create_train_state
+from patchfuse_jax.fusing import saved as export
+from patchfuse_jax.fusing.saved import export_generator, make_fuse_params, read_export_metadata
+from patchfuse_jax.train.config import Config
+from patchfuse_jax.train.state import create_train_state
 from tests.conftest import REPO, TINY
 
 CFG = Config(**{**TINY, "ngf": 8, "ndf": 8, "num_steps": 5})
@@ -23,8 +24,13 @@ CFG = Config(**{**TINY, "ngf": 8, "ndf": 8, "num_steps": 5})
 def _noisy(tree, rng):
     """Random float leaves: incompressible, like a trained state (zeros compress away)."""
     return jax.tree_util.tree_map(
-        lambda x: (np.asarray(x) + rng.standard_normal(np.shape(x))).astype(np.float32)
-        if np.asarray(x).dtype == np.float32 else x, tree)
+        lambda x: (
+            (np.asarray(x) + rng.standard_normal(np.shape(x))).astype(np.float32)
+            if np.asarray(x).dtype == np.float32
+            else x
+        ),
+        tree,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -35,13 +41,15 @@ def workdir(tmp_path_factory):
     state = jax.device_get(create_train_state(CFG))
     ckpts = Checkpoints(wd)
     for step in (3, 5):
-        nets = {name: getattr(state, name).replace(
-            params=_noisy(getattr(state, name).params, rng),
-            opt_state=_noisy(getattr(state, name).opt_state, rng)) for name in ("g", "d_ir", "d_vis")}
+        nets = {
+            name: getattr(state, name).replace(
+                params=_noisy(getattr(state, name).params, rng), opt_state=_noisy(getattr(state, name).opt_state, rng)
+            )
+            for name in ("g", "d_ir", "d_vis")
+        }
         g = nets["g"]
-        nets["g"] = g.replace(batch_stats=jax.tree_util.tree_map(
-            lambda x: np.abs(_noisy(x, rng)) + 0.5, g.batch_stats))
-        ckpts.save(state.replace(step=np.int32(step), **nets), CFG)
+        nets["g"] = g.replace(batch_stats=jax.tree_util.tree_map(lambda x: np.abs(_noisy(x, rng)) + 0.5, g.batch_stats))
+        ckpts.save(state.replace(step=np.int32(step), **nets), CFG.to_dict())
     ckpts.wait()
     ckpts.close()
     return wd
@@ -57,6 +65,7 @@ def _full_state(wd, step):
 
 def _bytes_read():
     import tensorstore as ts
+
     for m in ts.experimental_collect_matching_metrics("/tensorstore/kvstore/file/bytes_read"):
         return int(m["values"][0]["value"])
     return 0
@@ -64,13 +73,19 @@ def _bytes_read():
 
 # --- load_checkpoint: only the generator ----------------------------------------------------------
 
+
 def test_load_checkpoint_restores_only_the_generator(workdir):
     before = _bytes_read()
     params = load_checkpoint(workdir)
     partial = _bytes_read() - before
-    assert params.step == 5 and params.arch_dict == {"num_downs": 2, "ngf": 8, "norm": "batch",
-                                                      "upsample": "transpose", "input_skip": False,
-                                                      "output": "direct"}
+    assert params.step == 5 and params.arch.as_dict() == {
+        "num_downs": 2,
+        "ngf": 8,
+        "norm": "batch",
+        "upsample": "transpose",
+        "input_skip": False,
+        "output": "direct",
+    }
     assert params.config == CFG.to_dict() | {"crop_size": [32, 32], "synthetic_size": [40, 48]}
     full = _full_state(workdir, 5)
     got = jax.tree_util.tree_map(np.asarray, params.variables)
@@ -103,6 +118,7 @@ def test_load_checkpoint_errors_name_the_problem(workdir, tmp_path):
 
 def _copy(workdir, dst):
     import shutil
+
     shutil.copytree(workdir, dst)
     return dst
 
@@ -140,16 +156,24 @@ def test_half_written_and_corrupt_checkpoints(workdir, tmp_path):
 
 # --- export --------------------------------------------------------------------------------------
 
+
 def test_export_roundtrip(workdir, tmp_path):
     out = tmp_path / "sub" / "model.msgpack"
     meta = export_generator(workdir, out)
     assert out.is_file() and meta["bytes"] == out.stat().st_size
     assert not [p for p in os.listdir(out.parent) if p != "model.msgpack"]  # no temporary left
-    ckpt_bytes = sum(os.path.getsize(os.path.join(r, f))
-                     for r, _, fs in os.walk(os.path.join(workdir, "checkpoints", "5")) for f in fs)
+    ckpt_bytes = sum(
+        os.path.getsize(os.path.join(r, f))
+        for r, _, fs in os.walk(os.path.join(workdir, "checkpoints", "5"))
+        for f in fs
+    )
     assert meta["bytes"] < 0.5 * ckpt_bytes
     assert (meta["format"], meta["format_version"], meta["step"], meta["dtype"]) == (
-        "patchfuse_jax.generator", 1, 5, "float32")
+        "patchfuse_jax.generator",
+        1,
+        5,
+        "float32",
+    )
     assert meta["config"] == load_checkpoint(workdir).config
     assert read_export_metadata(out) == {k: v for k, v in meta.items() if k != "bytes"}
 
@@ -177,14 +201,15 @@ def test_export_roundtrip(workdir, tmp_path):
 
 def test_export_from_fuse_params_and_re_export(tmp_path):
     import jax.numpy as jnp
-    from patchfuse_jax.models import Generator
+
+    from patchfuse_jax.nn.models import Generator
 
     arch = dict(num_downs=2, ngf=4, norm="instance")
     variables = Generator(**arch).init(jax.random.key(1), jnp.zeros((1, 8, 8, 2)), train=False)
     params = make_fuse_params(variables, arch, step=7)
     export_generator(params, tmp_path / "a.msgpack")
     back = pretrained(path=tmp_path / "a.msgpack")
-    assert (back.step, back.arch_dict["norm"], back.variables["batch_stats"]) == (7, "instance", {})
+    assert (back.step, back.arch.norm, back.variables["batch_stats"]) == (7, "instance", {})
     # An export can be exported again (e.g. to float16).
     meta = export_generator(tmp_path / "a.msgpack", tmp_path / "b.msgpack", dtype="float16")
     assert (meta["step"], meta["source"], meta["arch"]["norm"]) == (7, "a.msgpack", "instance")
@@ -217,17 +242,22 @@ def test_bad_export_files_have_clear_errors(workdir, tmp_path):
     with pytest.raises(CheckpointError, match="corrupt .*checksum"):
         load_checkpoint(tmp_path / "flipped.msgpack")
 
-    wrong = _rewrite(good, tmp_path / "wrong.msgpack",
-                     arch={"num_downs": 2, "ngf": 16, "norm": "batch", "upsample": "transpose"})
-    with pytest.raises(CheckpointError, match=r"wrong.msgpack: weights do not fit the generator "
-                                              r"architecture \(.*ngf=16, .*has shape"):
+    wrong = _rewrite(
+        good, tmp_path / "wrong.msgpack", arch={"num_downs": 2, "ngf": 16, "norm": "batch", "upsample": "transpose"}
+    )
+    with pytest.raises(
+        CheckpointError,
+        match=r"wrong.msgpack: weights do not fit the generator "
+        r"architecture \(.*ngf=16, .*has shape",
+    ):
         load_checkpoint(wrong)
 
     newer = _rewrite(good, tmp_path / "newer.msgpack", format_version=99)
     with pytest.raises(CheckpointError, match="version 99 is newer"):
         load_checkpoint(newer)
-    unknown = _rewrite(good, tmp_path / "unknown.msgpack",
-                       arch={"num_downs": 2, "ngf": 8, "norm": "batch", "attention": True})
+    unknown = _rewrite(
+        good, tmp_path / "unknown.msgpack", arch={"num_downs": 2, "ngf": 8, "norm": "batch", "attention": True}
+    )
     with pytest.raises(CheckpointError, match="does not know \\(attention\\)"):
         load_checkpoint(unknown)
     other = tmp_path / "other.msgpack"
@@ -238,6 +268,7 @@ def test_bad_export_files_have_clear_errors(workdir, tmp_path):
 
 # --- pretrained() ---------------------------------------------------------------------------------
 
+
 def test_pretrained_without_shipped_weights(monkeypatch, tmp_path):
     monkeypatch.setattr(export, "default_weights", lambda v=None: tmp_path / "weights" / "default.msgpack")
     with pytest.raises(CheckpointError, match="no such weights are shipped in this install"):
@@ -246,13 +277,12 @@ def test_pretrained_without_shipped_weights(monkeypatch, tmp_path):
 
 def test_pretrained_reads_the_package_resource(monkeypatch, workdir, tmp_path):
     # The real location: the package's weights/ folder, found through importlib.resources.
-    assert str(export.default_weights()).endswith(os.path.join("patchfuse_jax", "weights",
-                                                               "default.msgpack"))
+    assert str(export.default_weights()).endswith(os.path.join("patchfuse_jax", "weights", "default.msgpack"))
     res = tmp_path / "weights" / "default.msgpack"
     export_generator(workdir, res)
     monkeypatch.setattr(export, "default_weights", lambda v=None: res)
     params = pretrained()
-    assert params.step == 5 and params.arch_dict["ngf"] == 8
+    assert params.step == 5 and params.arch.ngf == 8
 
 
 def test_shipped_default_weights_fuse_a_pair():
@@ -270,6 +300,7 @@ def test_shipped_default_weights_fuse_a_pair():
 
 # --- the CLI --------------------------------------------------------------------------------------
 
+
 def test_cli_export(workdir, tmp_path, capsys):
     out = tmp_path / "cli.msgpack"
     assert main(["export", f"--workdir={workdir}", f"--out={out}", "--step=3"]) == 0
@@ -281,10 +312,12 @@ def test_cli_export(workdir, tmp_path, capsys):
     assert err.count("\n") == 1 and "Traceback" not in err
     assert err.startswith("patchfuse export: error: ") and "steps 3, 5" in err
 
-    for argv, needle in ((["export", f"--workdir={workdir}"], "--out"),
-                         ([], "choose a command: export"),
-                         (["frobnicate"], "invalid choice"),
-                         (["export", f"--workdir={workdir}", f"--out={out}", "--step=x"], "--step")):
+    for argv, needle in (
+        (["export", f"--workdir={workdir}"], "--out"),
+        ([], "choose a command: export"),
+        (["frobnicate"], "invalid choice"),
+        (["export", f"--workdir={workdir}", f"--out={out}", "--step=x"], "--step"),
+    ):
         assert main(argv) == 1, argv
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and needle in err and "Traceback" not in err, (argv, err)
@@ -292,8 +325,9 @@ def test_cli_export(workdir, tmp_path, capsys):
 
 def test_python_m_patchfuse_jax(workdir, tmp_path):
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    run = lambda *args: subprocess.run([sys.executable, "-m", "patchfuse_jax", *args], cwd=REPO,
-                                       env=env, capture_output=True, text=True, timeout=300)
+    run = lambda *args: subprocess.run(
+        [sys.executable, "-m", "patchfuse_jax", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
     r = run("export", "--workdir", str(workdir), "--out", str(tmp_path / "m.msgpack"))
     assert r.returncode == 0, r.stderr
     assert read_export_metadata(tmp_path / "m.msgpack")["step"] == 5
@@ -305,7 +339,8 @@ def test_python_m_patchfuse_jax(workdir, tmp_path):
 
 
 def test_pretrained_v1_is_the_earlier_shipped_model():
-    from patchfuse_jax.export import default_weights, pretrained
+    from patchfuse_jax.fusing.saved import default_weights, pretrained
+
     if not default_weights("v1").is_file():
         pytest.skip("this install ships no v1 weights")
     v1 = pretrained("v1")

@@ -1,15 +1,16 @@
-"""The fast conv forms (patchfuse_jax/convs.py) equal XLA's plain ops (float64, 1e-10), forward
+"""The fast conv forms (patchfuse_jax/nn/convs.py) equal XLA's plain ops (float64, 1e-10), forward
 and gradients, and the networks keep their parameter trees (old checkpoints stay loadable)."""
+
 import flax.linen as nn
-import numpy as np
-import pytest
 import jax
 import jax.numpy as jnp
+import numpy as np
+import pytest
 from jax import lax
 
-from patchfuse_jax import convs, winograd
-from patchfuse_jax.convs import resolve_impl, upsample2x
-from patchfuse_jax.models import Conv, Discriminator, Generator
+from patchfuse_jax.nn import convs, winograd
+from patchfuse_jax.nn.convs import resolve_impl, upsample2x
+from patchfuse_jax.nn.models import Conv, Discriminator, Generator
 
 TOL = dict(rtol=1e-10, atol=1e-10)
 
@@ -32,8 +33,7 @@ def _check_same_function(f_fast, f_ref, *args):
 
     @jax.jit
     def values_and_grads(*a):
-        return [(f(*a), jax.grad(lambda *z: jnp.sum(f(*z) * proj), argnums=argnums)(*a))
-                for f in (f_fast, f_ref)]
+        return [(f(*a), jax.grad(lambda *z: jnp.sum(f(*z) * proj), argnums=argnums)(*a)) for f in (f_fast, f_ref)]
 
     (y_fast, g_fast), (y_ref, g_ref) = values_and_grads(*args)
     np.testing.assert_allclose(np.asarray(y_fast), np.asarray(y_ref), **TOL)
@@ -73,8 +73,7 @@ def network_forms(request, monkeypatch):
 def test_phase_upsampling_equals_transposed_conv(x64, all_forms, hw):
     """Against lax.conv_transpose (test_models checks Upsample2x against flax ConvTranspose)."""
     x, w = _rand(0, (2, *hw, 3)), _rand(1, (4, 4, 3, 5))
-    ref = lambda x, w: lax.conv_transpose(x, w, (2, 2), "SAME",
-                                          dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    ref = lambda x, w: lax.conv_transpose(x, w, (2, 2), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
     _check_same_function(lambda x, w: upsample2x(x, w, "transpose", "fast"), ref, x, w)
 
 
@@ -84,42 +83,48 @@ def test_phase_upsampling_equals_resize_then_conv(x64, all_forms, hw):
 
     def ref(x, w):  # jax.image's nearest resize, then a plain 3x3 'SAME' conv
         up = jax.image.resize(x, (x.shape[0], 2 * hw[0], 2 * hw[1], 3), "nearest")
-        return lax.conv_general_dilated(up, w, (1, 1), "SAME",
-                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return lax.conv_general_dilated(up, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
     _check_same_function(lambda x, w: upsample2x(x, w, "resize", "fast"), ref, x, w)
     _check_same_function(lambda x, w: upsample2x(x, w, "resize", "xla"), ref, x, w)
 
 
-@pytest.mark.parametrize("k,s,p,hw", [(4, 2, 1, (9, 6)), (4, 1, 1, (7, 8)), (5, 2, 2, (9, 9)),
-                                      (3, 2, 1, (6, 5)), (4, 2, 1, (2, 2)), (3, 1, 1, (1, 4))])
+@pytest.mark.parametrize(
+    "k,s,p,hw",
+    [(4, 2, 1, (9, 6)), (4, 1, 1, (7, 8)), (5, 2, 2, (9, 9)), (3, 2, 1, (6, 5)), (4, 2, 1, (2, 2)), (3, 1, 1, (1, 4))],
+)
 def test_strided_conv_equals_xla(x64, all_forms, k, s, p, hw):
     """Odd and even sizes, strides 1 and 2, sizes where the stride leaves input rows unread."""
     x, w = _rand(0, (2, *hw, 3)), _rand(1, (k, k, 3, 4))
-    ref = lambda x, w: lax.conv_general_dilated(x, w, (s, s), ((p, p), (p, p)),
-                                                dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    ref = lambda x, w: lax.conv_general_dilated(
+        x, w, (s, s), ((p, p), (p, p)), dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
     _check_same_function(lambda x, w: convs.conv2d(x, w, s, p, "fast"), ref, x, w)
     _check_same_function(lambda x, w: convs.conv2d(x, w, s, p, "xla"), ref, x, w)
 
 
 @pytest.mark.parametrize("m,r", sorted(winograd.POINTS))
-@pytest.mark.parametrize("pad,hw,batch", [(1, (9, 11), 1), (1, (8, 7), 2), (0, (6, 6), 1),
-                                          (2, (5, 8), 1), (1, (2, 3), 1)])
+@pytest.mark.parametrize(
+    "pad,hw,batch", [(1, (9, 11), 1), (1, (8, 7), 2), (0, (6, 6), 1), (2, (5, 8), 1), (1, (2, 3), 1)]
+)
 def test_winograd_conv_equals_xla(x64, m, r, pad, hw, batch):
     """F(mxm, rxr): output sizes not a multiple of m (the last tiles cropped), pads 0-2."""
     x, w = _rand(0, (batch, *hw, 3)), _rand(1, (r, r, 3, 5))
-    ref = lambda x, w: lax.conv_general_dilated(x, w, (1, 1), ((pad, pad), (pad, pad)),
-                                                dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    ref = lambda x, w: lax.conv_general_dilated(
+        x, w, (1, 1), ((pad, pad), (pad, pad)), dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
     _check_same_function(lambda x, w: winograd.conv_winograd(x, w, pad, m), ref, x, w)
 
 
-@pytest.mark.parametrize("k,pad,hw", [(4, 1, (9, 6)), (4, 1, (8, 8)), (4, 0, (7, 6)),
-                                      (4, 2, (10, 9)), (8, 3, (12, 13))])
+@pytest.mark.parametrize(
+    "k,pad,hw", [(4, 1, (9, 6)), (4, 1, (8, 8)), (4, 0, (7, 6)), (4, 2, (10, 9)), (8, 3, (12, 13))]
+)
 def test_space_to_depth_conv_equals_strided_conv(x64, k, pad, hw):
     """Odd padded sizes (an unread last row/column), kernels 4 (r = 2) and 8 (r = 4)."""
     x, w = _rand(0, (2, *hw, 3)), _rand(1, (k, k, 3, 4))
-    ref = lambda x, w: lax.conv_general_dilated(x, w, (2, 2), ((pad, pad), (pad, pad)),
-                                                dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    ref = lambda x, w: lax.conv_general_dilated(
+        x, w, (2, 2), ((pad, pad), (pad, pad)), dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
     _check_same_function(lambda x, w: winograd.space_to_depth_conv(x, w, pad), ref, x, w)
 
 
@@ -131,8 +136,9 @@ def test_winograd_float32_error_is_bounded(m, bound):
     rng = np.random.default_rng(0)
     x, w = rng.standard_normal((1, 20, 22, 256)), rng.standard_normal((4, 4, 256, 8)) * 0.05
     dy = rng.standard_normal((1, 19, 21, 8))
-    ref = lambda x, w: lax.conv_general_dilated(x, w, (1, 1), ((1, 1), (1, 1)),
-                                                dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    ref = lambda x, w: lax.conv_general_dilated(
+        x, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
     with jax.enable_x64(True):
         y64, vjp64 = jax.vjp(ref, jnp.asarray(x), jnp.asarray(w))
         g64 = vjp64(jnp.asarray(dy))
@@ -153,7 +159,7 @@ def test_winograd_transforms_compute_the_correlation(m, r):
     rng = np.random.default_rng(m * 10 + r)
     for _ in range(5):
         d, k = rng.standard_normal(m + r - 1), rng.standard_normal(r)
-        want = [d[i:i + r] @ k for i in range(m)]
+        want = [d[i : i + r] @ k for i in range(m)]
         np.testing.assert_allclose(at @ ((g @ k) * (bt @ d)), want, rtol=1e-12, atol=1e-12)
     if (m, r) == (2, 2):
         assert set(np.unique(np.concatenate([at.ravel(), bt.ravel()]))) <= {-1.0, 0.0, 1.0}
@@ -188,7 +194,10 @@ def test_per_tap_weight_gradient_where_chosen(x64, cin):
 def test_conv_module_is_flax_conv():
     """Same parameter names, shapes, initial values and outputs as flax ``nn.Conv``."""
     x = jax.random.uniform(jax.random.key(0), (2, 9, 10, 3))
-    ours, theirs = Conv(5, 4, strides=2, padding=1), nn.Conv(5, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)))
+    ours, theirs = (
+        Conv(5, kernel_size=4, strides=2, padding=1),
+        nn.Conv(5, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1))),
+    )
     v, v_ref = ours.init(jax.random.key(1), x), theirs.init(jax.random.key(1), x)
     for a, b in zip(jax.tree_util.tree_leaves_with_path(v), jax.tree_util.tree_leaves_with_path(v_ref)):
         assert a[0] == b[0] and a[1].shape == b[1].shape
@@ -198,7 +207,8 @@ def test_conv_module_is_flax_conv():
 
 @pytest.mark.parametrize("d_arch", ["pix2pix70", "paper65"])
 def test_discriminator_fast_equals_xla(x64, network_forms, d_arch):
-    from patchfuse_jax.models import DISCRIMINATOR_PRESETS
+    from patchfuse_jax.nn.models import DISCRIMINATOR_PRESETS
+
     x = jax.random.uniform(jax.random.key(0), (2, 40, 36, 1), jnp.float64)
     layers = DISCRIMINATOR_PRESETS[d_arch]
     fast = Discriminator(layers=layers, ndf=4, impl="fast", dtype=jnp.float64)
@@ -212,12 +222,18 @@ def test_discriminator_fast_equals_xla(x64, network_forms, d_arch):
     _check_same_function(f(fast), f(ref), v["params"], x)
 
 
-@pytest.mark.parametrize("form,upsample,input_skip", [
-    ("conv", "resize", False), ("conv", "transpose", True), ("winograd", "transpose", False),
-    pytest.param("matmul", "transpose", False, marks=pytest.mark.slow),
-    pytest.param("conv", "transpose", False, marks=pytest.mark.slow),
-    pytest.param("matmul", "resize", False, marks=pytest.mark.slow),
-    pytest.param("matmul", "transpose", True, marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "form,upsample,input_skip",
+    [
+        ("conv", "resize", False),
+        ("conv", "transpose", True),
+        ("winograd", "transpose", False),
+        pytest.param("matmul", "transpose", False, marks=pytest.mark.slow),
+        pytest.param("conv", "transpose", False, marks=pytest.mark.slow),
+        pytest.param("matmul", "resize", False, marks=pytest.mark.slow),
+        pytest.param("matmul", "transpose", True, marks=pytest.mark.slow),
+    ],
+)
 def test_generator_fast_equals_xla(x64, monkeypatch, form, upsample, input_skip):
     """Whole U-Net (train-mode BatchNorm): same output and parameter gradients either way, and
     the same parameter tree (names and shapes)."""
@@ -240,8 +256,11 @@ def test_parameter_names_are_those_of_flax_conv():
     g = Generator(num_downs=3, ngf=4)
     v = jax.eval_shape(lambda: g.init(jax.random.key(0), jnp.zeros((1, 8, 8, 2)), train=False))
     names = sorted(v["params"])
-    assert names == sorted([f"Conv_{i}" for i in range(3)] + [f"Upsample2x_{i}" for i in range(3)]
-                           + ["BatchNorm_0", "BatchNorm_1", "BatchNorm_2"])
+    assert names == sorted(
+        [f"Conv_{i}" for i in range(3)]
+        + [f"Upsample2x_{i}" for i in range(3)]
+        + ["BatchNorm_0", "BatchNorm_1", "BatchNorm_2"]
+    )
     assert v["params"]["Conv_0"]["kernel"].shape == (4, 4, 2, 4)
     assert v["params"]["Upsample2x_0"]["kernel"].shape == (4, 4, 16, 8)
 

@@ -1,4 +1,5 @@
-"""``patchfuse fuse`` (patchfuse_jax/fuse_folder.py): folders in, PNGs out, one-line errors."""
+"""``patchfuse fuse`` (patchfuse_jax/fusing/folder.py): folders in, PNGs out, one-line errors."""
+
 import os
 import struct
 import subprocess
@@ -10,8 +11,8 @@ import pytest
 
 from patchfuse_jax import fuse, io, pretrained
 from patchfuse_jax.__main__ import main
-from patchfuse_jax.evaluation import quantize
-from tests.conftest import tiny_model_export, REPO
+from patchfuse_jax.eval.evaluate import quantize
+from tests.conftest import REPO, tiny_model_export
 
 SIZES = {"a": (37, 53), "b": (37, 53), "c": (40, 61)}  # two sizes, odd ones
 
@@ -33,8 +34,15 @@ def _pairs(root, sizes=SIZES, vis_rgb=True, seed=0):
 
 
 def _run(capsys, ir, vis, out, *extra, checkpoint=None):
-    argv = ["fuse", f"--ir_dir={ir}", f"--vis_dir={vis}", f"--out_dir={out}", "--no-progress",
-            *([f"--checkpoint={checkpoint}"] if checkpoint else []), *extra]
+    argv = [
+        "fuse",
+        f"--ir_dir={ir}",
+        f"--vis_dir={vis}",
+        f"--out_dir={out}",
+        "--no-progress",
+        *([f"--checkpoint={checkpoint}"] if checkpoint else []),
+        *extra,
+    ]
     rc = main(argv)
     captured = capsys.readouterr()
     return rc, captured.out, captured.err
@@ -52,6 +60,7 @@ def _ok(rc, out, err):
 
 
 # --- outputs -------------------------------------------------------------------------------------
+
 
 def test_outputs_by_stem_at_exact_size_match_the_library(model, tmp_path, capsys):
     path, params = model
@@ -80,8 +89,9 @@ def test_batches_give_the_same_pixels_as_one_by_one(model, tmp_path, capsys):
         one = io.read_image(tmp_path / "one" / f"{stem}.png")
         assert one.shape == hw
         np.testing.assert_array_equal(io.read_image(tmp_path / "many" / f"{stem}.png"), one)
-        np.testing.assert_array_equal(io.read_image(tmp_path / "two" / f"{stem}.png"),
-                                      io.read_image(tmp_path / "img1" / f"{stem}.png"))
+        np.testing.assert_array_equal(
+            io.read_image(tmp_path / "two" / f"{stem}.png"), io.read_image(tmp_path / "img1" / f"{stem}.png")
+        )
 
 
 def test_existing_outputs_are_skipped_unless_overwrite(model, tmp_path, capsys):
@@ -90,16 +100,17 @@ def test_existing_outputs_are_skipped_unless_overwrite(model, tmp_path, capsys):
     out_dir = tmp_path / "out"
     _ok(*_run(capsys, ir, vis, out_dir, checkpoint=path))
     good = io.read_image(out_dir / "a.png")
-    io.save_image(out_dir / "a.png", np.zeros(SIZES["a"], np.uint8))       # a stand-in output
-    (out_dir / ".b.png.tmp-999").write_bytes(b"half")                     # a killed run's temp file
+    io.save_image(out_dir / "a.png", np.zeros(SIZES["a"], np.uint8))  # a stand-in output
+    (out_dir / ".b.png.tmp-999").write_bytes(b"half")  # a killed run's temp file
     os.remove(out_dir / "c.png")
     rc, out, err = _run(capsys, ir, vis, out_dir, checkpoint=path)
     _ok(rc, out, err)
     assert "skipping 2 of 3 pair(s) whose output exists" in err
-    assert out.strip().endswith("fused 1 image(s) into " + str(out_dir) + "; skipped 2 whose "
-                                "output exists (--overwrite redoes them)")
-    assert io.read_image(out_dir / "a.png").max() == 0                      # skipped, kept
-    assert io.read_image(out_dir / "c.png").shape == SIZES["c"]            # redone
+    assert out.strip().endswith(
+        "fused 1 image(s) into " + str(out_dir) + "; skipped 2 whose output exists (--overwrite redoes them)"
+    )
+    assert io.read_image(out_dir / "a.png").max() == 0  # skipped, kept
+    assert io.read_image(out_dir / "c.png").shape == SIZES["c"]  # redone
     rc, out, err = _run(capsys, ir, vis, out_dir, "--overwrite", checkpoint=path)
     _ok(rc, out, err)
     assert "fused 3 image(s)" in out and "skipped" not in out
@@ -121,9 +132,9 @@ def _read_png16(path):
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     pos, idat, hdr = 8, b"", None
     while pos < len(data):
-        (n,), tag = struct.unpack(">I", data[pos:pos + 4]), data[pos + 4:pos + 8]
-        body = data[pos + 8:pos + 8 + n]
-        assert struct.unpack(">I", data[pos + 8 + n:pos + 12 + n])[0] == zlib.crc32(tag + body)
+        (n,), tag = struct.unpack(">I", data[pos : pos + 4]), data[pos + 4 : pos + 8]
+        body = data[pos + 8 : pos + 8 + n]
+        assert struct.unpack(">I", data[pos + 8 + n : pos + 12 + n])[0] == zlib.crc32(tag + body)
         if tag == b"IHDR":
             hdr = struct.unpack(">IIBBBBB", body)
         elif tag == b"IDAT":
@@ -136,7 +147,7 @@ def _read_png16(path):
     raw = zlib.decompress(idat)
     rows, prev = [], bytearray(stride)
     for y in range(h):
-        f, line = raw[y * (stride + 1)], bytearray(raw[y * (stride + 1) + 1:(y + 1) * (stride + 1)])
+        f, line = raw[y * (stride + 1)], bytearray(raw[y * (stride + 1) + 1 : (y + 1) * (stride + 1)])
         for i in range(stride):
             a = line[i - bpp] if i >= bpp else 0
             b, cc = prev[i], prev[i - bpp] if i >= bpp else 0
@@ -170,6 +181,7 @@ def test_bits16(model, tmp_path, capsys):
 def test_save_image_bits():
     """io.save_image: 8-bit as before, 16-bit gray and RGB (RGB PNG written by hand)."""
     import tempfile
+
     rng = np.random.default_rng(2)
     f = rng.random((9, 11, 3))
     with tempfile.TemporaryDirectory() as d:
@@ -184,9 +196,8 @@ def test_save_image_bits():
         np.testing.assert_array_equal(_read_png16(os.path.join(d, "rgb16.png")), want)
         # A valid PNG for other readers too (Pillow keeps the high byte).
         np.testing.assert_array_equal(io.read_image(os.path.join(d, "rgb16.png")), want >> 8)
-        io.save_image(os.path.join(d, "up.png"), quantize(f), bits=16)       # uint8 -> x 257
-        np.testing.assert_array_equal(_read_png16(os.path.join(d, "up.png")),
-                                      quantize(f).astype(np.uint16) * 257)
+        io.save_image(os.path.join(d, "up.png"), quantize(f), bits=16)  # uint8 -> x 257
+        np.testing.assert_array_equal(_read_png16(os.path.join(d, "up.png")), quantize(f).astype(np.uint16) * 257)
         with pytest.raises(ValueError, match="16-bit images need a .png or .tif"):
             io.save_image(os.path.join(d, "x.jpg"), f, bits=16)
         with pytest.raises(ValueError, match="bits=12"):
@@ -200,25 +211,27 @@ def test_default_weights_without_checkpoint(tmp_path, capsys):
     rc, out, err = _run(capsys, ir, vis, tmp_path / "out")
     _ok(rc, out, err)
     assert f"model: the shipped default weights (patchfuse_jax/weights/default.msgpack), step {params.step}" in err
-    assert f"num_downs={params.num_downs}" in err
-    np.testing.assert_array_equal(io.read_image(tmp_path / "out" / "a.png"),
-                                  _expected(params, ir / "a.png", vis / "a.png"))
+    assert f"num_downs={params.arch.num_downs}" in err
+    np.testing.assert_array_equal(
+        io.read_image(tmp_path / "out" / "a.png"), _expected(params, ir / "a.png", vis / "a.png")
+    )
 
 
 # --- colour, tiles, IR normalisation: the same as the library call -----------------------------------
+
 
 def test_color_output_for_colour_visible_images(model, tmp_path, capsys):
     path, params = model
     ir, vis = _pairs(tmp_path, {"a": (37, 53), "b": (37, 53)})
     gray = io.read_image(vis / "b.png")[..., 0]
-    io.save_image(vis / "b.png", np.stack([gray] * 3, -1))          # gray stored as RGB
+    io.save_image(vis / "b.png", np.stack([gray] * 3, -1))  # gray stored as RGB
     io.save_image(ir / "c.png", io.read_image(ir / "a.png"))
-    io.save_image(vis / "c.png", gray)                               # plain gray
+    io.save_image(vis / "c.png", gray)  # plain gray
     _ok(*_run(capsys, ir, vis, tmp_path / "out", "--color", checkpoint=path))
     a = io.read_image(tmp_path / "out" / "a.png")
     assert a.shape == (37, 53, 3)
     np.testing.assert_array_equal(a, _expected(params, ir / "a.png", vis / "a.png", color=True))
-    for stem in ("b", "c"):                                         # gray visible: gray output
+    for stem in ("b", "c"):  # gray visible: gray output
         got = io.read_image(tmp_path / "out" / f"{stem}.png")
         assert got.shape == (37, 53)
         want = _expected(params, ir / f"{stem}.png", vis / "c.png")
@@ -239,8 +252,9 @@ def test_tiles_match_the_library_call(model, tmp_path, capsys):
     for stem in ("a", "b"):
         got = io.read_image(tmp_path / "out" / f"{stem}.png")
         assert got.shape == (37, 53)
-        np.testing.assert_array_equal(got, _expected(params, ir / f"{stem}.png", vis / f"{stem}.png",
-                                                     tile=16, overlap=4))
+        np.testing.assert_array_equal(
+            got, _expected(params, ir / f"{stem}.png", vis / f"{stem}.png", tile=16, overlap=4)
+        )
     # A bad tile/overlap is refused before anything is computed.
     rc, out, err = _run(capsys, ir, vis, tmp_path / "bad", "--tile=8", checkpoint=path)
     _one_line_error(rc, err, "--tile=8 --overlap=32")
@@ -251,7 +265,7 @@ def test_ir_norm_for_16bit_thermal_counts(model, tmp_path, capsys):
     path, params = model
     rng = np.random.default_rng(4)
     (tmp_path / "ir").mkdir()
-    counts = rng.integers(3000, 4500, (37, 53)).astype(np.uint16)   # 14-bit counts, 16-bit file
+    counts = rng.integers(3000, 4500, (37, 53)).astype(np.uint16)  # 14-bit counts, 16-bit file
     io.save_image(tmp_path / "ir" / "a.png", counts, bits=16)
     io.save_image(tmp_path / "vis" / "a.png", rng.integers(0, 256, (37, 53)).astype(np.uint8))
     ir, vis = tmp_path / "ir", tmp_path / "vis"
@@ -262,11 +276,13 @@ def test_ir_norm_for_16bit_thermal_counts(model, tmp_path, capsys):
     for mode, extra in (("minmax", []), ("percentile", ["--percentiles=2,98"])):
         _ok(*_run(capsys, ir, vis, tmp_path / mode, f"--ir_norm={mode}", *extra, checkpoint=path))
         kw = {"percentiles": (2.0, 98.0)} if extra else {}
-        np.testing.assert_array_equal(io.read_image(tmp_path / mode / "a.png"),
-                                      _expected(params, ir / "a.png", vis / "a.png", ir_norm=mode, **kw))
+        np.testing.assert_array_equal(
+            io.read_image(tmp_path / mode / "a.png"), _expected(params, ir / "a.png", vis / "a.png", ir_norm=mode, **kw)
+        )
 
 
 # --- errors: one line, exit 1, nothing computed --------------------------------------------------
+
 
 def _one_line_error(rc, err, needle, after_start=False):
     """Exit 1 and one line on stderr (``after_start``: after the model line of a started run)."""
@@ -286,53 +302,96 @@ def _error_case(name, tmp_path, model_path):
     out = tmp_path / "out"
     ck = f"--checkpoint={model_path}"
     if name == "missing_folder":
-        return [f"--ir_dir={tmp_path / 'nope'}", f"--vis_dir={vis}", f"--out_dir={out}", ck], \
-            f"--ir_dir: {tmp_path / 'nope'}: no such folder"
+        return [
+            f"--ir_dir={tmp_path / 'nope'}",
+            f"--vis_dir={vis}",
+            f"--out_dir={out}",
+            ck,
+        ], f"--ir_dir: {tmp_path / 'nope'}: no such folder"
     if name == "unmatched_stems":
         os.remove(vis / "b.png")
-        return [f"--ir_dir={ir}", f"--vis_dir={vis}", f"--out_dir={out}", ck], \
-            f"do not pair up by stem: only in {ir}: b"
+        return [
+            f"--ir_dir={ir}",
+            f"--vis_dir={vis}",
+            f"--out_dir={out}",
+            ck,
+        ], f"do not pair up by stem: only in {ir}: b"
     if name == "split_lacks_stem":
         (tmp_path / "s.txt").write_text("a\nzz\n")
-        return [f"--ir_dir={ir}", f"--vis_dir={vis}", f"--out_dir={out}", ck,
-                f"--split={tmp_path / 's.txt'}"], "lacks 1 image(s) of the split: zz"
+        return [
+            f"--ir_dir={ir}",
+            f"--vis_dir={vis}",
+            f"--out_dir={out}",
+            ck,
+            f"--split={tmp_path / 's.txt'}",
+        ], "lacks 1 image(s) of the split: zz"
     if name == "out_dir_is_a_file":
         out.write_text("x")
-        return [f"--ir_dir={ir}", f"--vis_dir={vis}", f"--out_dir={out}", ck], \
-            f"--out_dir {out}: is a file, not a folder"
+        return [
+            f"--ir_dir={ir}",
+            f"--vis_dir={vis}",
+            f"--out_dir={out}",
+            ck,
+        ], f"--out_dir {out}: is a file, not a folder"
     if name == "out_dir_under_a_file":
         (tmp_path / "f").write_text("x")
-        return [f"--ir_dir={ir}", f"--vis_dir={vis}", f"--out_dir={tmp_path / 'f' / 'o'}", ck], \
-            "cannot create the folder"
+        return [
+            f"--ir_dir={ir}",
+            f"--vis_dir={vis}",
+            f"--out_dir={tmp_path / 'f' / 'o'}",
+            ck,
+        ], "cannot create the folder"
     if name == "out_dir_is_input":
         return [f"--ir_dir={ir}", f"--vis_dir={vis}", f"--out_dir={ir}", ck], "is the --ir_dir folder"
     if name == "size_mismatch":
         io.save_image(vis / "b.png", np.zeros((36, 53, 3), np.uint8))
-        return [f"--ir_dir={ir}", f"--vis_dir={vis}", f"--out_dir={out}", ck], \
-            f"b: ir {ir / 'b.png'} is 37x53 but vis {vis / 'b.png'} is 36x53"
+        return [
+            f"--ir_dir={ir}",
+            f"--vis_dir={vis}",
+            f"--out_dir={out}",
+            ck,
+        ], f"b: ir {ir / 'b.png'} is 37x53 but vis {vis / 'b.png'} is 36x53"
     if name == "corrupt_image":
         (vis / "c.png").write_bytes(b"not a png")
-        return [f"--ir_dir={ir}", f"--vis_dir={vis}", f"--out_dir={out}", ck], \
-            f"{vis / 'c.png'}: cannot be read as an image"
+        return [
+            f"--ir_dir={ir}",
+            f"--vis_dir={vis}",
+            f"--out_dir={out}",
+            ck,
+        ], f"{vis / 'c.png'}: cannot be read as an image"
     if name == "bad_checkpoint":
-        return [f"--ir_dir={ir}", f"--vis_dir={vis}", f"--out_dir={out}",
-                f"--checkpoint={tmp_path / 'nowhere'}"], \
-            f"--checkpoint: {tmp_path / 'nowhere'}: no such workdir or exported file"
+        return [
+            f"--ir_dir={ir}",
+            f"--vis_dir={vis}",
+            f"--out_dir={out}",
+            f"--checkpoint={tmp_path / 'nowhere'}",
+        ], f"--checkpoint: {tmp_path / 'nowhere'}: no such workdir or exported file"
     if name == "step_without_checkpoint":
-        return [f"--ir_dir={ir}", f"--vis_dir={vis}", f"--out_dir={out}", "--step=3"], \
-            "--step needs --checkpoint"
+        return [f"--ir_dir={ir}", f"--vis_dir={vis}", f"--out_dir={out}", "--step=3"], "--step needs --checkpoint"
     if name == "bad_batch_size":
-        return [f"--ir_dir={ir}", f"--vis_dir={vis}", f"--out_dir={out}", ck, "--batch_size=0"], \
-            "--batch_size=0"
+        return [f"--ir_dir={ir}", f"--vis_dir={vis}", f"--out_dir={out}", ck, "--batch_size=0"], "--batch_size=0"
     if name == "bad_bits":
         return [f"--ir_dir={ir}", f"--vis_dir={vis}", f"--out_dir={out}", ck, "--bits=12"], "--bits"
     raise AssertionError(name)
 
 
-@pytest.mark.parametrize("name", ["missing_folder", "unmatched_stems", "split_lacks_stem",
-                                  "out_dir_is_a_file", "out_dir_under_a_file", "out_dir_is_input",
-                                  "size_mismatch", "corrupt_image", "bad_checkpoint",
-                                  "step_without_checkpoint", "bad_batch_size", "bad_bits"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "missing_folder",
+        "unmatched_stems",
+        "split_lacks_stem",
+        "out_dir_is_a_file",
+        "out_dir_under_a_file",
+        "out_dir_is_input",
+        "size_mismatch",
+        "corrupt_image",
+        "bad_checkpoint",
+        "step_without_checkpoint",
+        "bad_batch_size",
+        "bad_bits",
+    ],
+)
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # imageio trying its plugins
 def test_errors_are_one_line_before_computing(model, tmp_path, capsys, name):
     argv, needle = _error_case(name, tmp_path, model[0])
@@ -341,7 +400,7 @@ def test_errors_are_one_line_before_computing(model, tmp_path, capsys, name):
     _one_line_error(rc, captured.err, needle)
     assert captured.out == ""
     out = tmp_path / "out"
-    assert not out.is_dir() or os.listdir(out) == []                    # nothing was fused
+    assert not out.is_dir() or os.listdir(out) == []  # nothing was fused
 
 
 def test_unwritable_out_dir(model, tmp_path, capsys, monkeypatch):
@@ -361,7 +420,7 @@ def test_truncated_image_stops_naming_it_and_keeps_the_outputs_before(model, tmp
     path, _ = model
     ir, vis = _pairs(tmp_path)
     data = (vis / "c.png").read_bytes()
-    (vis / "c.png").write_bytes(data[:len(data) // 2])    # header fine, pixels cut
+    (vis / "c.png").write_bytes(data[: len(data) // 2])  # header fine, pixels cut
     rc, out, err = _run(capsys, ir, vis, tmp_path / "out", checkpoint=path)
     _one_line_error(rc, err, f"{vis / 'c.png'}: cannot be read as an image", after_start=True)
     assert "stopped after writing 2 of 3 output(s) (a rerun skips them)" in err
@@ -370,17 +429,36 @@ def test_truncated_image_stops_naming_it_and_keeps_the_outputs_before(model, tmp
 
 # --- the console script --------------------------------------------------------------------------
 
+
 def test_console_script(model, tmp_path):
     path, params = model
     ir, vis = _pairs(tmp_path, {"a": (37, 53), "b": (40, 61)})
     script = os.path.join(os.path.dirname(sys.executable), "patchfuse")
     cmd = [script] if os.path.isfile(script) else [sys.executable, "-m", "patchfuse_jax"]
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    r = subprocess.run([*cmd, "fuse", "--ir_dir", str(ir), "--vis_dir", str(vis), "--out_dir",
-                        str(tmp_path / "out"), "--checkpoint", path, "--bits", "16"],
-                       cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [
+            *cmd,
+            "fuse",
+            "--ir_dir",
+            str(ir),
+            "--vis_dir",
+            str(vis),
+            "--out_dir",
+            str(tmp_path / "out"),
+            "--checkpoint",
+            path,
+            "--bits",
+            "16",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
-    assert "Traceback" not in r.stderr and "2/2" in r.stderr           # the progress bar
+    assert "Traceback" not in r.stderr and "2/2" in r.stderr  # the progress bar
     assert r.stdout.strip() == f"fused 2 image(s) into {tmp_path / 'out'}"
     for stem, hw in (("a", (37, 53)), ("b", (40, 61))):
         got = io.read_image(tmp_path / "out" / f"{stem}.png")

@@ -1,4 +1,5 @@
 """fuse() for real inputs: colour, every layout, 16-bit IR normalisation, tiles."""
+
 import warnings
 
 import jax
@@ -6,9 +7,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from patchfuse_jax import fuse, io, layouts, tiling
-from patchfuse_jax.inference import generator_fn, make_fuse_params
-from patchfuse_jax.models import Generator
+from patchfuse_jax import fuse, io
+from patchfuse_jax.fusing import layouts, tiling
+from patchfuse_jax.fusing.api import generator_fn
+from patchfuse_jax.fusing.saved import make_fuse_params
+from patchfuse_jax.nn.models import Generator
 
 ARCH = dict(num_downs=3, ngf=4, norm="batch", upsample="transpose", input_skip=False)
 
@@ -25,10 +28,12 @@ def _rgb(rng, h=21, w=34):
 
 # --- colour conversion ---------------------------------------------------------------------------
 
+
 def test_ycbcr_known_values_and_round_trip():
     ycc = io.rgb_to_ycbcr(np.array([[1.0, 1.0, 1.0], [0.0, 0.0, 1.0], [1.0, 0.0, 0.0]]))
-    np.testing.assert_allclose(ycc, [[1.0, 0.0, 0.0], [0.114, 0.5, -0.114 / 1.402],
-                                     [0.299, -0.299 / 1.772, 0.5]], atol=1e-15)
+    np.testing.assert_allclose(
+        ycc, [[1.0, 0.0, 0.0], [0.114, 0.5, -0.114 / 1.402], [0.299, -0.299 / 1.772, 0.5]], atol=1e-15
+    )
     x = np.random.default_rng(0).random((40, 3))
     np.testing.assert_allclose(io.ycbcr_to_rgb(io.rgb_to_ycbcr(x)), x, atol=1e-14)
     np.testing.assert_allclose(io.rgb_to_ycbcr(x)[:, 0], io.luma_bt601(x), atol=1e-15)
@@ -44,9 +49,10 @@ def test_color_output_keeps_visible_chroma_and_gray_fused_luma(params):
     assert out.min() >= 0.0 and out.max() <= 1.0
     ycc_out, ycc_in = io.rgb_to_ycbcr(out), io.rgb_to_ycbcr(vis / 255.0)
     # Where no channel was clipped, chroma is the input's and luma the gray fuse (float32 output).
-    unclipped = (io.ycbcr_to_rgb(np.concatenate([gray[..., None], ycc_in[..., 1:]], -1))
-                 .clip(0, 1) == io.ycbcr_to_rgb(np.concatenate([gray[..., None], ycc_in[..., 1:]], -1))
-                 ).all(-1)
+    unclipped = (
+        io.ycbcr_to_rgb(np.concatenate([gray[..., None], ycc_in[..., 1:]], -1)).clip(0, 1)
+        == io.ycbcr_to_rgb(np.concatenate([gray[..., None], ycc_in[..., 1:]], -1))
+    ).all(-1)
     assert unclipped.mean() > 0.5
     np.testing.assert_allclose(ycc_out[unclipped][:, 1:], ycc_in[unclipped][:, 1:], atol=1e-6)
     np.testing.assert_allclose(ycc_out[unclipped][:, 0], gray[unclipped], atol=1e-6)
@@ -73,6 +79,7 @@ def test_color_batch(params):
 
 
 # --- layouts ---------------------------------------------------------------------------------------
+
 
 def test_gray_as_rgb_and_rgba_ir_are_one_image(params):
     """TNO stores gray IR as RGB PNG: (H, W, 3) is one image, not a batch of H gray images."""
@@ -118,8 +125,9 @@ def test_16bit_ir_warns_and_normalises(params):
     np.testing.assert_allclose(out, fuse(params, stretched, vis), atol=1e-6)
     lo, hi = np.percentile(c / 65535.0, [2, 98])
     pct = np.clip((c / 65535.0 - lo) / (hi - lo), 0, 1).astype(np.float32)
-    np.testing.assert_allclose(fuse(params, counts, vis, ir_norm="percentile", percentiles=(2, 98)),
-                               fuse(params, pct, vis), atol=1e-5)
+    np.testing.assert_allclose(
+        fuse(params, counts, vis, ir_norm="percentile", percentiles=(2, 98)), fuse(params, pct, vis), atol=1e-5
+    )
     with pytest.raises(ValueError, match="ir_norm='auto'"):
         fuse(params, counts, vis, ir_norm="auto")
     with pytest.raises(ValueError, match="percentiles"):
@@ -134,13 +142,14 @@ def test_normalize_ir_constant_image_is_unchanged():
 
 # --- tiles -----------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("size,tile,overlap", [(100, 32, 8), (64, 32, 0), (33, 32, 15), (20, 32, 8)])
 def test_tile_starts_cover_with_overlap(size, tile, overlap):
     starts = tiling.tile_starts(size, tile, overlap)
     t = min(tile, size)
     covered = np.zeros(size, int)
     for s in starts:
-        covered[s:s + t] += 1
+        covered[s : s + t] += 1
     assert covered.min() >= 1 and starts[0] == 0 and starts[-1] + t == size
     assert all(b - a <= t - overlap for a, b in zip(starts, starts[1:]))
 
@@ -157,7 +166,7 @@ def test_tiled_fuse(params):
     ir, vis = rng.random((50, 70)), rng.random((50, 70, 3))
     ref = fuse(params, ir, vis, color=True)
     np.testing.assert_allclose(fuse(params, ir, vis, color=True, tile=72, overlap=8), ref, atol=1e-6)
-    fn = generator_fn(params.arch_dict)
+    fn = generator_fn(params.arch)
     out = fuse(params, ir, vis, color=True, tile=24, overlap=4)  # 24: a multiple of 2**3
     n = fn._cache_size()
     fuse(params, ir, vis, color=True, tile=20, overlap=4)  # rounded up to 24: no new program

@@ -1,11 +1,15 @@
 """fuse(params, ir, vis, bn=...) and load_checkpoint(workdir)."""
+
+import dataclasses
+
 import numpy as np
 import pytest
 
-from patchfuse_jax import fuse, load_checkpoint, trainer
+from patchfuse_jax import fuse, load_checkpoint
 from patchfuse_jax.checkpoint import CheckpointError
-from patchfuse_jax.config import Config
-from patchfuse_jax.inference import generator_fn
+from patchfuse_jax.fusing.api import generator_fn
+from patchfuse_jax.train import loop as trainer
+from patchfuse_jax.train.config import Config
 from tests.conftest import TINY
 
 
@@ -17,7 +21,7 @@ def params(tmp_path_factory):
 
 
 def test_load_checkpoint_reads_architecture(params):
-    arch = params.arch_dict
+    arch = params.arch.as_dict()
     assert (arch["num_downs"], arch["ngf"], arch["norm"], params.step) == (2, 4, "batch", 2)
     assert params.config["num_steps"] == 2 and params.config["crop_size"] == [32, 32]
 
@@ -30,17 +34,15 @@ def test_single_pair_dtypes_and_layouts_agree(params):
     assert out.shape == (37, 53) and out.dtype == np.float32
     assert 0.0 <= out.min() and out.max() <= 1.0
     np.testing.assert_allclose(fuse(params, ir8 / 255.0, vis8 / 255.0), out, atol=1e-6)
-    np.testing.assert_allclose(fuse(params, ir8.astype(np.uint16) * 257, vis8.astype(np.uint16) * 257),
-                               out, atol=1e-6)
-    np.testing.assert_allclose(fuse(params, ir8[..., None], np.repeat(vis8[..., None], 3, -1)), out,
-                               atol=1e-6)
+    np.testing.assert_allclose(fuse(params, ir8.astype(np.uint16) * 257, vis8.astype(np.uint16) * 257), out, atol=1e-6)
+    np.testing.assert_allclose(fuse(params, ir8[..., None], np.repeat(vis8[..., None], 3, -1)), out, atol=1e-6)
 
 
 def test_batch_equals_single_calls_and_compiles_once_per_shape(params):
     rng = np.random.default_rng(1)
     ir = rng.random((3, 24, 40)).astype(np.float32)
     vis = rng.random((3, 24, 40, 3)).astype(np.float32)
-    fn = generator_fn(params.arch_dict)
+    fn = generator_fn(params.arch)
     out = fuse(params, ir, vis)
     n = fn._cache_size()
     assert out.shape == (3, 24, 40)
@@ -71,16 +73,15 @@ def test_padding_outside_the_jit_is_exact_and_shares_compiles(params):
     """Sizes that pad to the same multiple of 2**num_downs share one program, and the result
     equals the generator applied to the unpadded input."""
     import jax.numpy as jnp
-    from patchfuse_jax.models import Generator
 
     rng = np.random.default_rng(2)
-    fn = generator_fn(params.arch_dict, "running")
+    fn = generator_fn(params.arch, "running")
     ir, vis = rng.random((2, 29, 31)).astype(np.float32), rng.random((2, 29, 31)).astype(np.float32)
     out = fuse(params, ir, vis, bn="running")
     n = fn._cache_size()
     fuse(params, ir[:, :30, :30], vis[:, :30, :30], bn="running")  # pads to the same 32x32
     assert fn._cache_size() == n
-    g = Generator(**params.arch_dict)
+    g = params.arch.generator()
     direct = g.apply(params.variables, jnp.stack([ir, vis], -1), train=False)[..., 0]
     np.testing.assert_allclose(out, np.asarray(direct), atol=1e-6)
 
@@ -89,7 +90,6 @@ def test_bn_image_uses_each_images_own_statistics(params):
     """bn="image": train-mode BatchNorm per image, so a batch equals per-image calls (the result
     of one image does not depend on the others); it differs from the running statistics."""
     import jax.numpy as jnp
-    from patchfuse_jax.models import Generator
 
     rng = np.random.default_rng(3)
     ir, vis = rng.random((3, 20, 28)).astype(np.float32), rng.random((3, 20, 28)).astype(np.float32)
@@ -102,9 +102,8 @@ def test_bn_image_uses_each_images_own_statistics(params):
     ir2[0] = 1.0 - ir2[0]
     np.testing.assert_allclose(fuse(params, ir2, vis, bn="image")[1:], batch[1:], atol=1e-5)
     # The same as Flax's train-mode BatchNorm on a batch of one (x padded to 20x28 -> 20x28).
-    g = Generator(**params.arch_dict)
-    direct, _ = g.apply(params.variables, jnp.stack([ir[1:2], vis[1:2]], -1), train=True,
-                        mutable=["batch_stats"])
+    g = params.arch.generator()
+    direct, _ = g.apply(params.variables, jnp.stack([ir[1:2], vis[1:2]], -1), train=True, mutable=["batch_stats"])
     np.testing.assert_allclose(batch[1], np.asarray(direct)[0, ..., 0], atol=1e-5)
     running = fuse(params, ir, vis, bn="running")
     assert np.abs(running - batch).max() > 1e-3
@@ -122,17 +121,18 @@ def test_bn_mode_is_ignored_without_batchnorm():
     """A model trained with norm=instance has no BatchNorm: bn="image" changes nothing."""
     import jax
     import jax.numpy as jnp
-    from patchfuse_jax.inference import make_fuse_params
-    from patchfuse_jax.models import Generator
 
-    arch = dict(num_downs=2, ngf=4, norm="instance")
-    variables = Generator(**arch).init(jax.random.key(0), jnp.zeros((1, 8, 8, 2)), train=False)
+    from patchfuse_jax.fusing.saved import make_fuse_params
+    from patchfuse_jax.nn.arch import GeneratorArch
+
+    arch = GeneratorArch(num_downs=2, ngf=4, norm="instance")
+    variables = arch.generator().init(jax.random.key(0), jnp.zeros((1, 8, 8, 2)), train=False)
     assert not variables.get("batch_stats")
-    p = make_fuse_params(variables, arch, step=0)
+    p = make_fuse_params(variables, arch.as_dict(), step=0)
     rng = np.random.default_rng(4)
     ir, vis = rng.random((2, 12, 16)).astype(np.float32), rng.random((2, 12, 16)).astype(np.float32)
     np.testing.assert_array_equal(fuse(p, ir, vis, bn="image"), fuse(p, ir, vis))
-    assert generator_fn(p.arch_dict, "image") is generator_fn(p.arch_dict)  # one program
+    assert generator_fn(p.arch, "image") is generator_fn(p.arch)  # one program
 
 
 def test_inference_executables_use_xla_kernels_on_cpu(params):
@@ -141,15 +141,14 @@ def test_inference_executables_use_xla_kernels_on_cpu(params):
     import jax
     import jax.numpy as jnp
 
-    from patchfuse_jax import convs
-    from patchfuse_jax.models import Generator
+    from patchfuse_jax.nn import convs
+
     if jax.default_backend() != "cpu":
         pytest.skip("CPU-only compiler options")
     assert convs.inference_compiler_options("auto") == convs.INFERENCE_COMPILER_OPTIONS
     assert convs.inference_compiler_options("xla") is None
-    arch = dict(params.arch_dict, ngf=16)  # channels > 16: convolutions YNNPACK would take
-    variables = jax.jit(lambda: Generator(**arch).init(jax.random.key(0), jnp.zeros((1, 32, 32, 2)),
-                                                       train=False))()
+    arch = dataclasses.replace(params.arch, ngf=16)  # channels > 16: convolutions YNNPACK would take
+    variables = jax.jit(lambda: arch.generator().init(jax.random.key(0), jnp.zeros((1, 32, 32, 2)), train=False))()
     x = jnp.asarray(np.random.default_rng(2).uniform(size=(2, 32, 32, 2)), jnp.float32)
 
     def ynn_convs(text):

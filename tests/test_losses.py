@@ -1,10 +1,11 @@
 """Each loss of the paper (Eq. 2-8) against a hand-computed float64 numpy value."""
-import numpy as np
-import pytest
+
 import jax
 import jax.numpy as jnp
+import numpy as np
+import pytest
 
-from patchfuse_jax import losses
+from patchfuse_jax.train import losses
 
 RNG = np.random.default_rng(0)
 
@@ -12,7 +13,7 @@ RNG = np.random.default_rng(0)
 def _np_ssim(x, y):
     """Reference SSIM of 2-D float64 images in [0, 1]: 11x11 Gaussian(1.5), valid region."""
     r = np.arange(11) - 5
-    g = np.exp(-r ** 2 / (2 * 1.5 ** 2))
+    g = np.exp(-(r**2) / (2 * 1.5**2))
     g /= g.sum()
     win = np.outer(g, g)
 
@@ -21,13 +22,13 @@ def _np_ssim(x, y):
         out = np.zeros((h - 10, w - 10))
         for i in range(h - 10):
             for j in range(w - 10):
-                out[i, j] = np.sum(a[i:i + 11, j:j + 11] * win)
+                out[i, j] = np.sum(a[i : i + 11, j : j + 11] * win)
         return out
 
-    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    c1, c2 = 0.01**2, 0.03**2
     mx, my = filt(x), filt(y)
-    sxx, syy, sxy = filt(x * x) - mx ** 2, filt(y * y) - my ** 2, filt(x * y) - mx * my
-    m = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx ** 2 + my ** 2 + c1) * (sxx + syy + c2))
+    sxx, syy, sxy = filt(x * x) - mx**2, filt(y * y) - my**2, filt(x * y) - mx * my
+    m = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx**2 + my**2 + c1) * (sxx + syy + c2))
     return m.mean()
 
 
@@ -35,8 +36,8 @@ def test_lsgan_d_loss_weighted_and_unweighted():
     d_real = RNG.normal(size=(2, 5, 6))
     d_fake = RNG.normal(size=(2, 5, 6))
     w = RNG.random((2, 5, 6))
-    want_w = 0.5 * np.mean(w * (d_real - 1) ** 2) + 0.5 * np.mean(w * d_fake ** 2)  # Eq. 2
-    want = 0.5 * np.mean((d_real - 1) ** 2) + 0.5 * np.mean(d_fake ** 2)               # Eq. 3
+    want_w = 0.5 * np.mean(w * (d_real - 1) ** 2) + 0.5 * np.mean(w * d_fake**2)  # Eq. 2
+    want = 0.5 * np.mean((d_real - 1) ** 2) + 0.5 * np.mean(d_fake**2)  # Eq. 3
     got_w = losses.lsgan_d_loss(jnp.asarray(d_real), jnp.asarray(d_fake), jnp.asarray(w))
     got = losses.lsgan_d_loss(jnp.asarray(d_real), jnp.asarray(d_fake))
     np.testing.assert_allclose(float(got_w), want_w, rtol=1e-6)
@@ -53,10 +54,12 @@ def test_lsgan_d_loss_perfect_discriminator_is_zero():
 def test_lsgan_g_loss():
     d_fake = RNG.normal(size=(3, 4, 4))
     w = RNG.random((3, 4, 4))
-    np.testing.assert_allclose(float(losses.lsgan_g_loss(jnp.asarray(d_fake), jnp.asarray(w))),
-                               0.5 * np.mean(w * (d_fake - 1) ** 2), rtol=1e-6)  # Eq. 7
-    np.testing.assert_allclose(float(losses.lsgan_g_loss(jnp.asarray(d_fake))),
-                               0.5 * np.mean((d_fake - 1) ** 2), rtol=1e-6)      # Eq. 8
+    np.testing.assert_allclose(
+        float(losses.lsgan_g_loss(jnp.asarray(d_fake), jnp.asarray(w))), 0.5 * np.mean(w * (d_fake - 1) ** 2), rtol=1e-6
+    )  # Eq. 7
+    np.testing.assert_allclose(
+        float(losses.lsgan_g_loss(jnp.asarray(d_fake))), 0.5 * np.mean((d_fake - 1) ** 2), rtol=1e-6
+    )  # Eq. 8
 
 
 def test_content_loss_matches_numpy_ssim_and_mse():
@@ -67,8 +70,7 @@ def test_content_loss_matches_numpy_ssim_and_mse():
     s_ir = np.mean([_np_ssim(f[b, ..., 0], ir[b, ..., 0]) for b in range(2)])
     s_vis = np.mean([_np_ssim(f[b, ..., 0], vis[b, ..., 0]) for b in range(2)])
     np.testing.assert_allclose(float(l_ssim), 1 - (s_ir + s_vis) / 2, atol=2e-5)
-    np.testing.assert_allclose(float(l_mse), (np.mean((f - ir) ** 2) + np.mean((f - vis) ** 2)) / 2,
-                               rtol=1e-5)
+    np.testing.assert_allclose(float(l_mse), (np.mean((f - ir) ** 2) + np.mean((f - vis) ** 2)) / 2, rtol=1e-5)
 
 
 def test_content_loss_zero_when_sources_equal_fused():
@@ -110,15 +112,21 @@ def _np_local_std(x, size):
     out = np.zeros((h - size + 1, w - size + 1))
     for i in range(out.shape[0]):
         for j in range(out.shape[1]):
-            out[i, j] = x[i:i + size, j:j + size].std()
+            out[i, j] = x[i : i + size, j : j + size].std()
     return out
 
 
 def test_contrast_loss_against_numpy():
     f, a, b = (RNG.random((2, 12, 14, 1)) for _ in range(3))
-    want = np.mean([np.abs(_np_local_std(f[k, ..., 0], 7)
-                           - np.maximum(_np_local_std(a[k, ..., 0], 7), _np_local_std(b[k, ..., 0], 7)))
-                    for k in range(2)])
+    want = np.mean(
+        [
+            np.abs(
+                _np_local_std(f[k, ..., 0], 7)
+                - np.maximum(_np_local_std(a[k, ..., 0], 7), _np_local_std(b[k, ..., 0], 7))
+            )
+            for k in range(2)
+        ]
+    )
     got = losses.contrast_loss(*(jnp.asarray(x, jnp.float32) for x in (f, a, b)))
     np.testing.assert_allclose(float(got), want, atol=2e-5)  # float32 box sums; sqrt(var + 1e-6)
 
@@ -147,8 +155,12 @@ def test_ir_intensity_loss_weights_the_warm_pixels():
 
 def test_correlation_loss_against_numpy_and_invariant_to_contrast():
     f, a, b = (RNG.random((2, 9, 11, 1)) for _ in range(3))
-    want = 1 - 0.5 * np.mean([np.corrcoef(f[k].ravel(), a[k].ravel())[0, 1]
-                              + np.corrcoef(f[k].ravel(), b[k].ravel())[0, 1] for k in range(2)])
+    want = 1 - 0.5 * np.mean(
+        [
+            np.corrcoef(f[k].ravel(), a[k].ravel())[0, 1] + np.corrcoef(f[k].ravel(), b[k].ravel())[0, 1]
+            for k in range(2)
+        ]
+    )
     to = lambda x: jnp.asarray(x, jnp.float32)  # noqa: E731
     got = losses.correlation_loss(to(f), to(a), to(b))
     np.testing.assert_allclose(float(got), want, atol=1e-6)

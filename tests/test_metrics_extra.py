@@ -1,4 +1,4 @@
-"""EN, SD, SF, AG, MI, VIF, Qabf (patchfuse_jax.metrics.extra).
+"""EN, SD, SF, AG, MI, VIF, Qabf (patchfuse_jax.eval.metrics.extra).
 
 * Reference values: Linfeng Tang's MATLAB toolbox (shared/data/peers/tno42/
   reference_metrics_Metric_TNO.csv) and VIFB (shared/data/peers/vifb/vifb_metrics_single.csv);
@@ -8,6 +8,7 @@
 * Loop-based float64 references (literal translations of the MATLAB sources) for MI, VIF and
   Qabf, matched to 1e-10 on small images.
 """
+
 from __future__ import annotations
 
 import csv
@@ -17,8 +18,8 @@ import math
 import numpy as np
 import pytest
 
+from patchfuse_jax.eval.metrics import extra as X
 from patchfuse_jax.io import read_image, to_gray
-from patchfuse_jax.metrics import extra as X
 from tests.conftest import shared_data
 
 ALL = ("en", "sd", "sf", "ag", "mi", "vif", "qabf")
@@ -75,9 +76,9 @@ def test_tang_csv_en_mi_ag_sf_sd_all_images(method):
         got = {
             "EN": X.en(a, b, f),
             "MI": X.mi(a, b, f),
-            "AG": X.ag(a, b, f),          # the AG column is on 0..255: reproduced as is
+            "AG": X.ag(a, b, f),  # the AG column is on 0..255: reproduced as is
             "SF": X.sf(a, b, f) / 255.0,  # the SF column is on [0, 1]
-            "SD": _sd_toolbox_uint8(f),   # the SD column is a uint8-saturation artefact
+            "SD": _sd_toolbox_uint8(f),  # the SD column is a uint8-saturation artefact
         }
         for k, v in got.items():
             worst[k] = max(worst.get(k, 0.0), _rel(v, ref[(image, method, k)]))
@@ -179,6 +180,7 @@ def test_vifb_csv_all_methods():
 
 # ---------------------------------------------------------------------- loop-based references
 
+
 def _conv2_same_loops(x: np.ndarray, h) -> np.ndarray:
     """MATLAB conv2(x, h, 'same') for a 3x3 h, kernel entries accumulated column-major."""
     rows, cols = x.shape
@@ -222,7 +224,12 @@ def _qabf_loops(a, b, f, compat: bool) -> float:
                 else:
                     G = gs / gf
                 A = 1 - abs(al[s][i, j] - al[2][i, j]) / (math.pi / 2)
-                Q = C["Tg"] / (1 + math.exp(C["kg"] * (G - C["Dg"]))) * C["Ta"] / (1 + math.exp(C["ka"] * (A - C["Da"])))
+                Q = (
+                    C["Tg"]
+                    / (1 + math.exp(C["kg"] * (G - C["Dg"])))
+                    * C["Ta"]
+                    / (1 + math.exp(C["ka"] * (A - C["Da"])))
+                )
                 num += Q * gs
                 den += gs
     return num / den
@@ -230,7 +237,7 @@ def _qabf_loops(a, b, f, compat: bool) -> float:
 
 def _fspecial_gaussian(n: int) -> np.ndarray:
     s, r = n / 5.0, (n - 1) / 2.0
-    y, x = np.mgrid[-r:r + 1, -r:r + 1]
+    y, x = np.mgrid[-r : r + 1, -r : r + 1]
     h = np.exp(-(x * x + y * y) / (2 * s * s))
     h[h < np.finfo(float).eps * h.max()] = 0
     return h / h.sum()
@@ -241,7 +248,7 @@ def _filter2_valid_loops(w: np.ndarray, x: np.ndarray) -> np.ndarray:
     out = np.zeros((max(x.shape[0] - n + 1, 0), max(x.shape[1] - n + 1, 0)))
     for i in range(out.shape[0]):
         for j in range(out.shape[1]):
-            out[i, j] = np.sum(w * x[i:i + n, j:j + n])
+            out[i, j] = np.sum(w * x[i : i + n, j : j + n])
     return out
 
 
@@ -285,6 +292,7 @@ def _entropy_loops(counts: dict, n: int) -> float:
 
 def _mi_loops(a, b, f, compat: bool) -> float:
     """MI_evaluation: H(X) + H(F) - H(X, F), Hab.m's joint histogram (uint8 + 1 saturates)."""
+
     def hist(x):
         h = {}
         for v in x.ravel().tolist():
@@ -309,9 +317,9 @@ def _test_images(shape, seed):
     b = rng.integers(0, 256, shape).astype(np.uint8)
     f = ((a.astype(np.int32) + b) // 2).astype(np.uint8)
     r, c = shape
-    a[: r // 3, : c // 3] = 77                      # flat
-    b[r // 2:, : c // 2] = 255                      # saturated
-    f[: r // 3, : c // 3] = 77                      # F copies A there: equal gradients
+    a[: r // 3, : c // 3] = 77  # flat
+    b[r // 2 :, : c // 2] = 255  # saturated
+    f[: r // 3, : c // 3] = 77  # F copies A there: equal gradients
     k = min(4, r)
     f[-k:, :] = np.repeat(rng.integers(0, 256, (k, 1)), c, axis=1).astype(np.uint8)  # horizontal edges
     a[-k:, :] = f[-k:, :] // 2 + 3
@@ -341,7 +349,9 @@ def test_qabf_compat_rounding_noise_is_reproduced():
 def test_vif_matches_loop_reference(shape, seed, compat):
     rng = np.random.default_rng(seed)
     a, b, f = _test_images(shape, seed)
-    a = np.where(rng.random(shape) < 0.3, rng.integers(0, 16, shape), a).astype(np.uint8)  # dark: scale-1 survives saturation
+    a = np.where(rng.random(shape) < 0.3, rng.integers(0, 16, shape), a).astype(
+        np.uint8
+    )  # dark: scale-1 survives saturation
     want = _vifp_loops(a, f, compat) + _vifp_loops(b, f, compat)
     assert X.vif(a, b, f, compat=compat) == pytest.approx(want, rel=1e-10)
 
@@ -353,6 +363,7 @@ def test_mi_matches_loop_reference(compat):
 
 
 # ------------------------------------------------------------------ constructed, known answers
+
 
 def _checker(m, n, lo=0, hi=255):
     return np.where((np.arange(m)[:, None] + np.arange(n)[None, :]) % 2 == 0, lo, hi).astype(np.uint8)
@@ -419,7 +430,9 @@ def test_mi_symmetry_and_self_information():
         assert X.mi(a, b, f, compat=compat) == X.mi(b, a, f, compat=compat)
         assert X.mi(a, a, a, compat=compat) == pytest.approx(2 * X.en(a, a, a), rel=1e-13)
         # F = A: MI(A, F) = H(A)
-        assert X.mi(a, b, a, compat=compat) == pytest.approx(X.en(a, a, a) + X.mi(b, b, a, compat=compat) / 2, rel=1e-13)
+        assert X.mi(a, b, a, compat=compat) == pytest.approx(
+            X.en(a, a, a) + X.mi(b, b, a, compat=compat) / 2, rel=1e-13
+        )
         assert X.mi(a, b, f, compat=compat) >= 0
 
 

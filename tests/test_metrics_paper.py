@@ -1,4 +1,4 @@
-"""Tests of patchfuse_jax.metrics.paper: CC, CC_mean, SCD, FMI_dct, SSIM_a, MS-SSIM, PSNR.
+"""Tests of patchfuse_jax.eval.metrics.paper: CC, CC_mean, SCD, FMI_dct, SSIM_a, MS-SSIM, PSNR.
 
 * Reproduction of the MATLAB toolbox values in peers/tno42/reference_metrics_Metric_TNO.csv
   (CC = cc_mean, SCD, PSNR, MSE) and of VIFB's SSIM column (the shared SSIM core).
@@ -6,6 +6,7 @@
   MATLAB ssim, not from the vectorised code) that the vectorised metrics must match to 1e-10.
 * Constructed cases with known answers, NaN cases, tiny images, symmetries.
 """
+
 from __future__ import annotations
 
 import csv
@@ -24,7 +25,7 @@ from tests.conftest import shared_data
 
 def _load_paper():
     try:
-        return importlib.import_module("patchfuse_jax.metrics.paper")
+        return importlib.import_module("patchfuse_jax.eval.metrics.paper")
     except ImportError:  # package __init__ not importable yet (sibling modules missing)
         root = pathlib.Path(__file__).resolve().parents[1]
         path = root / "patchfuse_jax" / "metrics" / "paper.py"
@@ -58,7 +59,7 @@ def _images(h, w, seed, kind="mixed"):
     if kind == "flat":  # constant blocks in every image (zero-variance windows)
         a[: h // 2, : w // 2] = 40
         b[: h // 2, :] = 200
-        f[h // 3:, : w // 3] = 90
+        f[h // 3 :, : w // 3] = 90
     return a, b, f
 
 
@@ -92,8 +93,8 @@ def _ref_patch_nmi(x, y):
     s = float(np.sum(at * ft))
     c = 0.0 if s == 0 else s / math.sqrt(np.sum(at * at) * np.sum(ft * ft))
     pos = np.arange(1, 10)
-    a_sd = math.sqrt(max(np.sum(pos ** 2 * ap) - np.sum(pos * ap) ** 2, 0.0))
-    f_sd = math.sqrt(max(np.sum(pos ** 2 * fp) - np.sum(pos * fp) ** 2, 0.0))
+    a_sd = math.sqrt(max(np.sum(pos**2 * ap) - np.sum(pos * ap) ** 2, 0.0))
+    f_sd = math.sqrt(max(np.sum(pos**2 * fp) - np.sum(pos * fp) ** 2, 0.0))
     if c >= 0:
         bound = lambda u, v: 0.5 * (u + v - abs(u - v))  # Frechet upper: min(u, v)
     else:
@@ -108,8 +109,12 @@ def _ref_patch_nmi(x, y):
     joint_entropy = 0.0
     for i in range(1, 10):
         for j in range(1, 10):
-            u = (bound(fc0[i], ac0[j]) - bound(fc0[i - 1], ac0[j]) - bound(fc0[i], ac0[j - 1])
-                 + bound(fc0[i - 1], ac0[j - 1]))
+            u = (
+                bound(fc0[i], ac0[j])
+                - bound(fc0[i - 1], ac0[j])
+                - bound(fc0[i], ac0[j - 1])
+                + bound(fc0[i - 1], ac0[j - 1])
+            )
             jp = phi * u + (1 - phi) * fp[i - 1] * ap[j - 1]
             if jp != 0:
                 joint_entropy += -jp * math.log2(abs(jp))  # real(-jp * log2(jp))
@@ -123,6 +128,7 @@ def _ref_fmi_c(x, y):
     def norm(p):
         mx, mn = p.max(), p.min()
         return np.ones((3, 3)) if mx == mn else (p - mn) / (mx - mn)
+
     ap = norm(x).flatten(order="F")
     fp = norm(y).flatten(order="F")
     ap, fp = ap / ap.sum(), fp / fp.sum()
@@ -135,7 +141,7 @@ def ref_fmi_dct(a, b, f, count_signs=False):
     vals, signs = [], [0, 0]
     for p in range(1, m - 1):
         for q in range(1, n - 1):
-            sa, sb, sf = (x[p - 1:p + 2, q - 1:q + 2] for x in (fa, fb, ff))
+            sa, sb, sf = (x[p - 1 : p + 2, q - 1 : q + 2] for x in (fa, fb, ff))
             vals.append(0.5 * (_ref_patch_nmi(sa, sf) + _ref_patch_nmi(sb, sf)))
             if count_signs:
                 for s in (sa, sb):
@@ -148,7 +154,7 @@ def ref_fmi_dct(a, b, f, count_signs=False):
 def _fspecial_gauss(size=11, sigma=1.5):
     x = np.arange(size) - (size - 1) / 2
     xx, yy = np.meshgrid(x, x)
-    h = np.exp(-(xx ** 2 + yy ** 2) / (2 * sigma ** 2))
+    h = np.exp(-(xx**2 + yy**2) / (2 * sigma**2))
     h[h < EPS * h.max()] = 0
     return h / h.sum()
 
@@ -159,7 +165,7 @@ def _filter2_same_replicate(img, h):
     out = np.zeros_like(img)
     for u in range(h.shape[0]):
         for v in range(h.shape[1]):
-            out += h[u, v] * p[u:u + img.shape[0], v:v + img.shape[1]]
+            out += h[u, v] * p[u : u + img.shape[0], v : v + img.shape[1]]
     return out
 
 
@@ -167,12 +173,12 @@ def ref_matlab_ssim(x, y):
     """MATLAB ssim(x, y) for double images in [0, 1]: 2-D window, explicit shifted sums."""
     h = _fspecial_gauss()
     mx, my = _filter2_same_replicate(x, h), _filter2_same_replicate(y, h)
-    sx = _filter2_same_replicate(x * x, h) - mx ** 2
-    sy = _filter2_same_replicate(y * y, h) - my ** 2
+    sx = _filter2_same_replicate(x * x, h) - mx**2
+    sy = _filter2_same_replicate(y * y, h) - my**2
     sxy = _filter2_same_replicate(x * y, h) - mx * my
-    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    c1, c2 = 0.01**2, 0.03**2
     num = (2 * mx * my + c1) * (2 * sxy + c2)
-    return float(np.mean(num / ((mx ** 2 + my ** 2 + c1) * (sx + sy + c2))))
+    return float(np.mean(num / ((mx**2 + my**2 + c1) * (sx + sy + c2))))
 
 
 def ref_mef_ssim(seq, f):
@@ -180,7 +186,7 @@ def ref_mef_ssim(seq, f):
     window = _fspecial_gauss()
     s1, s2, s3 = seq.shape
     ws, bd = 11, 5
-    sw = np.ones((ws, ws)) / ws ** 2
+    sw = np.ones((ws, ws)) / ws**2
     hh, ww = s1 - 2 * bd, s2 - 2 * bd
     mu = np.zeros((hh, ww, s3))
     ed = np.zeros((hh, ww, s3))
@@ -188,14 +194,14 @@ def ref_mef_ssim(seq, f):
         img = seq[:, :, k]
         for i in range(hh):
             for j in range(ww):
-                blk = img[i:i + ws, j:j + ws]
+                blk = img[i : i + ws, j : j + ws]
                 mu[i, j, k] = np.sum(sw * blk)
                 var = np.sum(sw * blk * blk) - mu[i, j, k] ** 2
                 ed[i, j, k] = math.sqrt(max(ws * ws * var, 0)) + 0.001
     big_r = np.zeros((hh, ww))
     for i in range(hh):
         for j in range(ww):
-            vecs = seq[i:i + ws, j:j + ws, :].reshape(ws * ws, s3, order="F")
+            vecs = seq[i : i + ws, j : j + ws, :].reshape(ws * ws, s3, order="F")
             den = sum(np.linalg.norm(vecs[:, k] - mu[i, j, k]) for k in range(s3))
             sv = vecs.sum(axis=1)
             num = np.linalg.norm(sv - sv.mean())
@@ -211,14 +217,14 @@ def ref_mef_ssim(seq, f):
     q = np.zeros((hh, ww))
     for i in range(hh):
         for j in range(ww):
-            blocks = seq[i:i + ws, j:j + ws, :]
+            blocks = seq[i : i + ws, j : j + ws, :]
             rb = np.zeros((ws, ws))
             for k in range(s3):
                 rb = rb + wmap[i, j, k] * (blocks[:, :, k] - mu[i, j, k]) / ed[i, j, k]
             nr = np.linalg.norm(rb)
             if nr > 0:
                 rb = rb / nr * max_ed[i, j]
-            fb = f[i:i + ws, j:j + ws]
+            fb = f[i : i + ws, j : j + ws]
             m1, m2 = np.sum(window * rb), np.sum(window * fb)
             v1 = np.sum(window * (rb - m1) ** 2)
             v2 = np.sum(window * (fb - m2) ** 2)
@@ -279,8 +285,11 @@ def test_fmi_dct_constant_image_is_nan():
     # A constant image's DCT is zero apart from DC: fmi.m's window pdfs become rounding noise
     # (it returns noise or NaN); here: NaN.
     a, b, f = _images(12, 14, 7)
-    for x, y, z in [(a, b, np.full_like(a, 77.0)), (np.full_like(a, 10.0), b, f),
-                    (np.full_like(a, 10.0), np.full_like(a, 100.0), np.full_like(a, 77.0))]:
+    for x, y, z in [
+        (a, b, np.full_like(a, 77.0)),
+        (np.full_like(a, 10.0), b, f),
+        (np.full_like(a, 10.0), np.full_like(a, 100.0), np.full_like(a, 77.0)),
+    ]:
         assert math.isnan(paper.fmi_dct(x, y, z))
 
 
@@ -337,7 +346,7 @@ def test_cc_scd_psnr_match_direct_formulas():
     assert _rel(paper.cc_mean(a, b, f), (ra + rb) / 2) < 1e-12
     assert _rel(paper.scd(a, b, f), ref_corr2(f - b, a) + ref_corr2(f - a, b)) < 1e-12
     mse = (np.mean((f - a) ** 2) + np.mean((f - b) ** 2)) / 2
-    assert _rel(paper.psnr(a, b, f), 10 * math.log10(255 ** 2 / mse)) < 1e-12
+    assert _rel(paper.psnr(a, b, f), 10 * math.log10(255**2 / mse)) < 1e-12
 
 
 # ---------------------------------------------------------------------------------------------
@@ -353,7 +362,7 @@ def test_fused_equals_a_source():
     assert math.isnan(paper.scd(a, b, b))
     assert math.isnan(paper.scd(a, b, b + 10.5))  # F - B constant
     mse_ab = np.mean((a - b) ** 2)
-    assert _rel(paper.psnr(a, b, a), 10 * math.log10(255 ** 2 / (mse_ab / 2))) < 1e-12
+    assert _rel(paper.psnr(a, b, a), 10 * math.log10(255**2 / (mse_ab / 2))) < 1e-12
     assert _rel(paper.ssim_a(a, b, a), 0.5 * (1 + ref_matlab_ssim(a / 255, b / 255))) < 1e-10
     # FMI: NMI(A, F) = 1 in every window, so the score is (1 + mean NMI(B, A)) / 2 < 1.
     v = paper.fmi_dct(a, b, a)
@@ -377,7 +386,7 @@ def test_fused_is_source_mean():
     f = (a + b) / 2
     assert _rel(paper.scd(a, b, f), ref_corr2((a - b) / 2, a) + ref_corr2((b - a) / 2, b)) < 1e-12
     # MSE(F, A) = MSE(F, B) = MSE(A, B) / 4
-    assert _rel(paper.psnr(a, b, f), 10 * math.log10(255 ** 2 * 4 / np.mean((a - b) ** 2))) < 1e-12
+    assert _rel(paper.psnr(a, b, f), 10 * math.log10(255**2 * 4 / np.mean((a - b) ** 2))) < 1e-12
     r = ref_corr2(f, a) + ref_corr2(f, b)
     assert _rel(paper.cc(a, b, f), r) < 1e-12
     assert 0 < paper.ms_ssim(a, b, f) < 1
@@ -391,7 +400,7 @@ def test_constant_images():
     assert math.isnan(paper.cc(c, b, f))
     assert math.isnan(paper.scd(c, b, f))  # r(F - B, A) with constant A
     c2 = np.full_like(a, 50.0)
-    assert _rel(paper.psnr(c, c, c2), 10 * math.log10(255 ** 2 / 2500)) < 1e-12
+    assert _rel(paper.psnr(c, c, c2), 10 * math.log10(255**2 / 2500)) < 1e-12
     # All constant: SSIM is the luminance term only; MEF-SSIM is C / C = 1; FMI: identical raw
     # patches give 1.
     l_term = (2 * (100 / 255) * (50 / 255) + 1e-4) / ((100 / 255) ** 2 + (50 / 255) ** 2 + 1e-4)
@@ -493,8 +502,12 @@ def test_tno42_reference_csv_cc_scd_psnr():
                 continue
             f = _gray(fp)
             p = paper.psnr(a, b, f)
-            got = {"CC": paper.cc_mean(a, b, f), "SCD": paper.scd(a, b, f),
-                   "PSNR": p + paper.PSNR_TOOLBOX_OFFSET, "MSE": 10 ** (-p / 10)}
+            got = {
+                "CC": paper.cc_mean(a, b, f),
+                "SCD": paper.scd(a, b, f),
+                "PSNR": p + paper.PSNR_TOOLBOX_OFFSET,
+                "MSE": 10 ** (-p / 10),
+            }
             if i <= 3:  # the paper's CC is the sum form
                 assert _rel(paper.cc(a, b, f), 2 * got["CC"]) < 1e-12
             for k, v in got.items():
@@ -527,9 +540,13 @@ def test_vifb_ssim_column_matches_ssim_core():
             fu = read_image(fp).astype(np.float64)
             if fu.ndim == 2 or vis.ndim == 2 or ir.ndim == 2:
                 continue  # only the all-RGB layout is reproduced here
-            v = np.mean([paper._ssim_mean(vis[..., k], fu[..., k], 255.0, "valid")
-                         + paper._ssim_mean(ir[..., k], fu[..., k], 255.0, "valid")
-                         for k in range(3)])
+            v = np.mean(
+                [
+                    paper._ssim_mean(vis[..., k], fu[..., k], 255.0, "valid")
+                    + paper._ssim_mean(ir[..., k], fu[..., k], 255.0, "valid")
+                    for k in range(3)
+                ]
+            )
             assert abs(v - ref[(image, method)]) <= 5.1e-5, (image, method, v)
             checked += 1
     assert checked >= 6

@@ -1,9 +1,10 @@
-"""Warm-target contrast and visible texture kept (patchfuse_jax/metrics/target.py), by hand."""
+"""Warm-target contrast and visible texture kept (patchfuse_jax/eval/metrics/target.py), by hand."""
+
 import numpy as np
 import pytest
 
-from patchfuse_jax import metrics as M
-from patchfuse_jax.metrics import target
+from patchfuse_jax.eval import metrics as M
+from patchfuse_jax.eval.metrics import target
 
 
 def _scene():

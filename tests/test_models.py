@@ -1,11 +1,17 @@
 """Generator and discriminator: shapes, ranges, and the receptive field measured by gradients."""
-import numpy as np
-import pytest
+
 import jax
 import jax.numpy as jnp
+import numpy as np
+import pytest
 
-from patchfuse_jax.models import (DISCRIMINATOR_PRESETS, Discriminator, Generator,
-                                  parse_discriminator_layers, receptive_field)
+from patchfuse_jax.nn.models import (
+    DISCRIMINATOR_PRESETS,
+    Discriminator,
+    Generator,
+    parse_discriminator_layers,
+    receptive_field,
+)
 
 
 @pytest.mark.parametrize("preset,size", [("pix2pix70", 70), ("paper65", 65)])
@@ -67,7 +73,8 @@ def test_upsample2x_equals_flax_conv_transpose(hw, impl):
     """Upsample2x (both formulations) computes exactly nn.ConvTranspose(4x4, stride 2, 'SAME')
     with the same parameters."""
     import flax.linen as nn
-    from patchfuse_jax.models import Upsample2x
+
+    from patchfuse_jax.nn.models import Upsample2x
 
     jax.config.update("jax_enable_x64", True)
     try:
@@ -75,8 +82,7 @@ def test_upsample2x_equals_flax_conv_transpose(hw, impl):
         up = Upsample2x(5, impl=impl, dtype=jnp.float64)
         variables = up.init(jax.random.key(1), x)
         variables = jax.tree_util.tree_map(lambda v: v + 0.1, variables)  # non-zero bias too
-        ref = nn.ConvTranspose(5, (4, 4), strides=(2, 2), padding="SAME", dtype=jnp.float64,
-                               param_dtype=jnp.float64)
+        ref = nn.ConvTranspose(5, (4, 4), strides=(2, 2), padding="SAME", dtype=jnp.float64, param_dtype=jnp.float64)
         want = ref.apply(variables, x)
         got = up.apply(variables, x)
         assert got.shape == want.shape == (2, 2 * hw[0], 2 * hw[1], 5)

@@ -1,5 +1,6 @@
-"""ONNX export (patchfuse_jax.onnx_export): ONNX Runtime equals ``fuse``; bad files; the CLI; the
+"""ONNX export (patchfuse_jax.fusing.onnx): ONNX Runtime equals ``fuse``; bad files; the CLI; the
 JAX-free deploy example (examples/onnx_runtime_fuse.py)."""
+
 import importlib.util
 import os
 import subprocess
@@ -15,11 +16,20 @@ onnx = pytest.importorskip("onnx")
 
 from patchfuse_jax import fuse, io, pretrained  # noqa: E402
 from patchfuse_jax.__main__ import main  # noqa: E402
-from patchfuse_jax.export import default_weights, export_generator  # noqa: E402
-from patchfuse_jax.inference import make_fuse_params  # noqa: E402
-from patchfuse_jax.models import Generator  # noqa: E402
-from patchfuse_jax.onnx_export import (OnnxExportError, check_onnx, export_onnx,  # noqa: E402
-                                       onnx_session, read_onnx_metadata, run_onnx)
+from patchfuse_jax.fusing.onnx import (  # noqa: E402
+    OnnxExportError,
+    check_onnx,
+    export_onnx,
+    onnx_session,
+    read_onnx_metadata,
+    run_onnx,
+)
+from patchfuse_jax.fusing.saved import (  # noqa: E402
+    default_weights,
+    export_generator,
+    make_fuse_params,  # noqa: E402
+)
+from patchfuse_jax.nn.models import Generator  # noqa: E402
 from tests.conftest import REPO  # noqa: E402
 
 EXAMPLE = REPO / "examples" / "onnx_runtime_fuse.py"
@@ -32,8 +42,7 @@ SIZES = (None, (200, 333), (64, 100))
 
 def _tiny_batchnorm(seed: int = 0, ngf: int = 8):
     """A small BatchNorm generator with random weights and running statistics (as trained)."""
-    arch = dict(num_downs=3, ngf=ngf, norm="batch", upsample="transpose", input_skip=True,
-                output="residual_average")
+    arch = dict(num_downs=3, ngf=ngf, norm="batch", upsample="transpose", input_skip=True, output="residual_average")
     rng = np.random.default_rng(seed)
     v = Generator(**arch).init(jax.random.key(seed), jnp.zeros((1, 8, 8, 2)), train=False)
     v = jax.tree_util.tree_map(lambda a: np.asarray(a) + 0.2 * rng.standard_normal(a.shape), v)
@@ -69,7 +78,7 @@ def _pairs(shared):
                 out.append((f"{ds}/{name} {ir.shape[:2]}", ir, vis))
             else:
                 h, w = size
-                out.append((f"{ds}/{name} crop {size}", ir[40:40 + h, 30:30 + w], vis[40:40 + h, 30:30 + w]))
+                out.append((f"{ds}/{name} crop {size}", ir[40 : 40 + h, 30 : 30 + w], vis[40 : 40 + h, 30 : 30 + w]))
     return out
 
 
@@ -91,7 +100,7 @@ def test_shipped_model_equals_fuse(shared, shipped_onnx):
     params, path = shipped_onnx
     session = onnx_session(path, params, bn="image")
     meta = read_onnx_metadata(path)
-    assert meta["pad_multiple"] == str(2 ** params.num_downs) and meta["bn"] == "none"
+    assert meta["pad_multiple"] == str(params.arch.multiple) and meta["bn"] == "none"
     pairs = _pairs(shared)
     worst = _check_equal(session, params, pairs, "image")
     print(f"shipped model: max abs diff {worst:.2e} over {len(pairs)} pairs")
@@ -149,14 +158,17 @@ def test_batch_dynamic_shapes_and_opsets(tmp_path):
 
 # --- Bad input -----------------------------------------------------------------------------------
 
+
 def test_onnx_file_from_another_model_is_refused(tmp_path):
     a, b, wide = _tiny_batchnorm(seed=0), _tiny_batchnorm(seed=5), _tiny_batchnorm(seed=0, ngf=4)
     path = tmp_path / "a.onnx"
     export_onnx(a, path, bn="running")
     assert check_onnx(path, a, bn="running")["step"] == "11"
-    cases = ((b, None, r"a.onnx: ONNX model holds other weights than the given model"),
-             (wide, None, r"a.onnx: ONNX model of another generator architecture: ngf=8 \(expected 4\)"),
-             (a, "image", r"a.onnx: ONNX model uses BatchNorm mode 'running', not 'image'"))
+    cases = (
+        (b, None, r"a.onnx: ONNX model holds other weights than the given model"),
+        (wide, None, r"a.onnx: ONNX model of another generator architecture: ngf=8 \(expected 4\)"),
+        (a, "image", r"a.onnx: ONNX model uses BatchNorm mode 'running', not 'image'"),
+    )
     for params, bn, msg in cases:
         with pytest.raises(OnnxExportError, match=msg) as e:
             onnx_session(path, params, bn=bn)
@@ -171,16 +183,22 @@ def test_corrupt_and_foreign_files_are_refused(tmp_path):
     (tmp_path / "truncated.onnx").write_bytes(data[: len(data) // 3])
     (tmp_path / "text.onnx").write_text("not a model\n")
     export_generator(params, tmp_path / "model.msgpack")
-    foreign = onnx.helper.make_model(onnx.helper.make_graph(
-        [onnx.helper.make_node("Relu", ["x"], ["y"])], "g",
-        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
-        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])]))
+    foreign = onnx.helper.make_model(
+        onnx.helper.make_graph(
+            [onnx.helper.make_node("Relu", ["x"], ["y"])],
+            "g",
+            [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
+            [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])],
+        )
+    )
     onnx.save(foreign, tmp_path / "foreign.onnx")
-    cases = (("truncated.onnx", "not an ONNX model, or the file is truncated/corrupt"),
-             ("text.onnx", "not an ONNX model, or the file is truncated/corrupt"),
-             ("model.msgpack", "not an ONNX model, or the file is truncated/corrupt"),
-             ("foreign.onnx", "an ONNX model, but not a patchfuse_jax generator"),
-             ("missing.onnx", "no such ONNX file"))
+    cases = (
+        ("truncated.onnx", "not an ONNX model, or the file is truncated/corrupt"),
+        ("text.onnx", "not an ONNX model, or the file is truncated/corrupt"),
+        ("model.msgpack", "not an ONNX model, or the file is truncated/corrupt"),
+        ("foreign.onnx", "an ONNX model, but not a patchfuse_jax generator"),
+        ("missing.onnx", "no such ONNX file"),
+    )
     for name, msg in cases:
         with pytest.raises(OnnxExportError, match=msg) as e:
             check_onnx(tmp_path / name, params)
@@ -189,18 +207,31 @@ def test_corrupt_and_foreign_files_are_refused(tmp_path):
     ir = tmp_path / "ir.png"
     io_img = (np.arange(16 * 24).reshape(16, 24) % 256).astype(np.uint8)
     import imageio.v3 as iio
+
     iio.imwrite(ir, io_img)
-    r = subprocess.run([sys.executable, str(EXAMPLE), str(tmp_path / "truncated.onnx"), str(ir), str(ir),
-                        str(tmp_path / "o.png")], capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, str(EXAMPLE), str(tmp_path / "truncated.onnx"), str(ir), str(ir), str(tmp_path / "o.png")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
     assert r.stderr.startswith(f"{tmp_path / 'truncated.onnx'}: cannot use this ONNX model")
 
 
 def test_missing_packages_error_and_lazy_import(monkeypatch, tmp_path):
-    code = ("import sys, patchfuse_jax, patchfuse_jax.onnx_export, patchfuse_jax.__main__; "
-            "print(sorted(m for m in ('onnx', 'onnxruntime') if m in sys.modules))")
-    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
-                       timeout=300, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    code = (
+        "import sys, patchfuse_jax, patchfuse_jax.fusing.onnx, patchfuse_jax.__main__; "
+        "print(sorted(m for m in ('onnx', 'onnxruntime') if m in sys.modules))"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+    )
     assert r.returncode == 0 and r.stdout.strip() == "[]", (r.stdout, r.stderr)
     monkeypatch.setitem(sys.modules, "onnx", None)  # import onnx -> ImportError
     with pytest.raises(OnnxExportError, match=r"needs the 'onnx' package: pip install patchfuse_jax\[onnx\]"):
@@ -209,25 +240,41 @@ def test_missing_packages_error_and_lazy_import(monkeypatch, tmp_path):
 
 # --- CLI -----------------------------------------------------------------------------------------
 
+
 def test_cli_export_onnx(tmp_path, capsys):
     params = _tiny_batchnorm()
     export_generator(params, tmp_path / "m.msgpack")
     out = tmp_path / "m.onnx"
-    assert main(["export", "--format=onnx", f"--checkpoint={tmp_path / 'm.msgpack'}", f"--out={out}",
-                 "--bn=running", "--opset=18"]) == 0
+    assert (
+        main(
+            [
+                "export",
+                "--format=onnx",
+                f"--checkpoint={tmp_path / 'm.msgpack'}",
+                f"--out={out}",
+                "--bn=running",
+                "--opset=18",
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "wrote" in text and "opset 18, bn=running" in text and "multiples of 8" in text
     meta = check_onnx(out, params, bn="running")
     assert meta["source"] == "m.msgpack"
-    for argv, needle in ((["export", "--out=x.msgpack"], "required: --workdir"),
-                         (["export", f"--workdir={tmp_path / 'm.msgpack'}", "--out=x.msgpack", "--bn=image"],
-                          "--bn and --opset apply to --format=onnx only"),
-                         (["export", "--format=onnx", f"--out={tmp_path / 'y.onnx'}", "--dtype=float16"],
-                          "float32 only"),
-                         (["export", "--format=onnx", f"--out={tmp_path / 'y.onnx'}", "--step=3"],
-                          "--step needs --workdir"),
-                         (["export", "--format=onnx", f"--out={tmp_path / 'y.onnx'}",
-                           f"--workdir={tmp_path / 'nowhere'}"], "nowhere: no such workdir")):
+    for argv, needle in (
+        (["export", "--out=x.msgpack"], "required: --workdir"),
+        (
+            ["export", f"--workdir={tmp_path / 'm.msgpack'}", "--out=x.msgpack", "--bn=image"],
+            "--bn and --opset apply to --format=onnx only",
+        ),
+        (["export", "--format=onnx", f"--out={tmp_path / 'y.onnx'}", "--dtype=float16"], "float32 only"),
+        (["export", "--format=onnx", f"--out={tmp_path / 'y.onnx'}", "--step=3"], "--step needs --workdir"),
+        (
+            ["export", "--format=onnx", f"--out={tmp_path / 'y.onnx'}", f"--workdir={tmp_path / 'nowhere'}"],
+            "nowhere: no such workdir",
+        ),
+    ):
         assert main(argv) == 1, argv
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and needle in err and "Traceback" not in err, (argv, err)
@@ -267,6 +314,7 @@ def _example_pair(shared, tmp_path):
     ir, vis = io.read_image(root / "ir" / "FLIR_00006.jpg"), io.read_image(root / "vis" / "FLIR_00006.jpg")
     ir, vis = ir[:90, :130], vis[:90, :130]
     import imageio.v3 as iio
+
     iio.imwrite(tmp_path / "ir.png", ir)
     iio.imwrite(tmp_path / "vis.png", vis)
     return ir, vis
@@ -275,13 +323,28 @@ def _example_pair(shared, tmp_path):
 @pytest.mark.data
 def test_example_runs_without_jax(shared, tmp_path):
     import imageio.v3 as iio
+
     params = _tiny_batchnorm()
     export_onnx(params, tmp_path / "m.onnx")
     ir, vis = _example_pair(shared, tmp_path)
-    r = subprocess.run([sys.executable, "-c", _NO_JAX, str(EXAMPLE), str(tmp_path / "m.onnx"),
-                        str(tmp_path / "ir.png"), str(tmp_path / "vis.png"), str(tmp_path / "out.png"),
-                        "--color"], capture_output=True, text=True, timeout=120, cwd=tmp_path,
-                       env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _NO_JAX,
+            str(EXAMPLE),
+            str(tmp_path / "m.onnx"),
+            str(tmp_path / "ir.png"),
+            str(tmp_path / "vis.png"),
+            str(tmp_path / "out.png"),
+            "--color",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+    )
     assert r.returncode == 0, r.stderr
     got = iio.imread(tmp_path / "out.png").astype(np.int32)
     want = np.round(fuse(params, ir, vis, color=True) * 255).astype(np.int32)
@@ -293,20 +356,36 @@ def test_example_runs_without_jax(shared, tmp_path):
 def test_example_in_a_venv_without_jax(shared, tmp_path):
     """The issue's done criterion, literally: a fresh venv with numpy, onnxruntime and imageio."""
     import imageio.v3 as iio
+
     params = _tiny_batchnorm()
     export_onnx(params, tmp_path / "m.onnx")
     ir, vis = _example_pair(shared, tmp_path)
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
     py = str(venv / "bin" / "python")
-    pip = subprocess.run([py, "-m", "pip", "install", "-q", "numpy", "onnxruntime", "imageio"],
-                         capture_output=True, text=True, timeout=900)
+    pip = subprocess.run(
+        [py, "-m", "pip", "install", "-q", "numpy", "onnxruntime", "imageio"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     if pip.returncode != 0:
         pytest.skip(f"cannot install numpy/onnxruntime/imageio into a fresh venv: {pip.stderr[-300:]}")
     assert subprocess.run([py, "-c", "import jax"], capture_output=True).returncode != 0
-    r = subprocess.run([py, str(EXAMPLE), str(tmp_path / "m.onnx"), str(tmp_path / "ir.png"),
-                        str(tmp_path / "vis.png"), str(tmp_path / "out.png")],
-                       capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    r = subprocess.run(
+        [
+            py,
+            str(EXAMPLE),
+            str(tmp_path / "m.onnx"),
+            str(tmp_path / "ir.png"),
+            str(tmp_path / "vis.png"),
+            str(tmp_path / "out.png"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr
     got = iio.imread(tmp_path / "out.png").astype(np.int32)
     assert np.abs(got - np.round(fuse(params, ir, vis) * 255)).max() <= 1

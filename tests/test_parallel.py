@@ -3,6 +3,7 @@
 Tolerances (float32): metrics within 1e-4 relative, parameters within 1e-5 absolute after a
 few Adam steps (seen: ~3e-8; summation order differs between the two programs).
 """
+
 import os
 import socket
 import subprocess
@@ -12,11 +13,12 @@ import jax
 import numpy as np
 import pytest
 
-from patchfuse_jax import data, trainer
 from patchfuse_jax.checkpoint import Checkpoints
-from patchfuse_jax.config import Config, ConfigError
-from patchfuse_jax.parallel import Parallel
-from patchfuse_jax.state import create_train_state
+from patchfuse_jax.train import data
+from patchfuse_jax.train import loop as trainer
+from patchfuse_jax.train.config import Config, ConfigError
+from patchfuse_jax.train.parallel import Parallel
+from patchfuse_jax.train.state import create_train_state
 from tests.conftest import REPO, TINY
 
 pytestmark = pytest.mark.skipif(jax.local_device_count() < 4, reason="needs 4 (fake) devices")
@@ -33,8 +35,15 @@ def _run_steps(cfg, n):
     step = par.compile_step(cfg)
     out = []
     for s in range(n):
-        b = data.sample_batch(src, seed=cfg.seed, step=s, batch_size=par.global_batch,
-                              crop_hw=cfg.crop_size, start=par.slice[0], stop=par.slice[1])
+        b = data.sample_batch(
+            src,
+            seed=cfg.seed,
+            step=s,
+            batch_size=par.global_batch,
+            crop_hw=cfg.crop_size,
+            start=par.slice[0],
+            stop=par.slice[1],
+        )
         state, m = step(state, par.put_batch(b))
         out.append({k: float(np.asarray(v).reshape(-1)[0]) for k, v in par.metrics(m).items()})
     return out, par.host_state(state)
@@ -83,16 +92,35 @@ def _free_port():
 def test_two_processes_match_one_process_on_four_devices(tmp_path):
     """2 processes x 2 fake devices over localhost (gloo) == 1 process x 4 devices."""
     flags = [f"--{k}={v}" for k, v in TINY.items() if k not in ("crop_size", "synthetic_size")]
-    flags += ["--crop_size=32x32", "--synthetic_size=40x48", "--parallel=pmap",
-              "--per_device_batch_size=1", "--num_steps=3"]
+    flags += [
+        "--crop_size=32x32",
+        "--synthetic_size=40x48",
+        "--parallel=pmap",
+        "--per_device_batch_size=1",
+        "--num_steps=3",
+    ]
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     port = _free_port()
     multi = str(tmp_path / "multi")
-    procs = [subprocess.Popen(
-        [sys.executable, str(REPO / "train.py"), f"--workdir={multi}", *flags,
-         f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2", f"--process_id={i}"],
-        env={**env, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}, cwd=REPO,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                str(REPO / "train.py"),
+                f"--workdir={multi}",
+                *flags,
+                f"--coordinator_address=127.0.0.1:{port}",
+                "--num_processes=2",
+                f"--process_id={i}",
+            ],
+            env={**env, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"},
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(2)
+    ]
     try:
         outs = [p.communicate(timeout=300)[0] for p in procs]
     finally:
@@ -100,9 +128,14 @@ def test_two_processes_match_one_process_on_four_devices(tmp_path):
             p.kill()
     assert all(p.returncode == 0 for p in procs), "\n".join(o[-3000:] for o in outs)
     single = str(tmp_path / "single")
-    r = subprocess.run([sys.executable, str(REPO / "train.py"), f"--workdir={single}", *flags],
-                       env={**env, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}, cwd=REPO,
-                       capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [sys.executable, str(REPO / "train.py"), f"--workdir={single}", *flags],
+        env={**env, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     a, b = Checkpoints(multi), Checkpoints(single)
     assert a.latest_step() == b.latest_step() == 3

@@ -1,5 +1,6 @@
 """The trained-model recipe's pieces: evaluation during training with a best export, the
 selection criterion, pix2pix initialisation, learning-rate schedules, weighted content terms."""
+
 import json
 import os
 
@@ -8,12 +9,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from patchfuse_jax import io, losses, metrics, trainer
-from patchfuse_jax.config import Config, ConfigError
-from patchfuse_jax.inference import fuse, make_fuse_params
-from patchfuse_jax.state import create_train_state, learning_rate_schedule, make_models
-from patchfuse_jax.synthetic import synthetic_pair
-from patchfuse_jax.validation import Validator, selection_key, summarize
+from patchfuse_jax import io
+from patchfuse_jax.eval import metrics
+from patchfuse_jax.fusing.api import fuse
+from patchfuse_jax.fusing.saved import make_fuse_params
+from patchfuse_jax.train import loop as trainer
+from patchfuse_jax.train import losses
+from patchfuse_jax.train.config import Config, ConfigError
+from patchfuse_jax.train.state import create_train_state, learning_rate_schedule, make_models
+from patchfuse_jax.train.synthetic import synthetic_pair
+from patchfuse_jax.train.validation import Validator, selection_key, summarize
 from tests.conftest import TINY
 
 
@@ -33,7 +38,7 @@ def _pair_folder(root, n=4, hw=(40, 48)):
 
 def test_selection_counts_wins_then_margin():
     ref = dict(CC=1.0, MS_SSIM=0.8, SCD=1.0, FMI_dct=0.4, SSIM_a=0.7, PSNR=16.0)
-    better = summarize({**ref, "SCD": 1.5, "PSNR": 15.0}, ref)      # 5 wins (ties count)
+    better = summarize({**ref, "SCD": 1.5, "PSNR": 15.0}, ref)  # 5 wins (ties count)
     worse = summarize({**ref, "SCD": 2.0, "PSNR": 15.0, "CC": 0.9}, ref)  # 4 wins, larger margin
     assert better["wins"] == 5 and worse["wins"] == 4
     assert worse["margin"] > better["margin"]
@@ -50,8 +55,9 @@ def test_mean_rank_selection_against_hand_ranks():
     tie = summarize({m: 2.0 for m in names}, {m: 1.0 for m in metrics.PAPER_METRICS}, panel)
     assert tie["mean_rank"] == 1.0  # ties at 4 decimals share the rank
     assert selection_key(tie) > selection_key(s)  # smaller mean rank wins ...
-    assert selection_key(s, "wins_average") > selection_key(tie, "wins_average") or \
-        s["wins"] == tie["wins"]  # ... whatever the old criterion says
+    assert (
+        selection_key(s, "wins_average") > selection_key(tie, "wins_average") or s["wins"] == tie["wins"]
+    )  # ... whatever the old criterion says
     with pytest.raises(ValueError, match="--selection"):
         selection_key(s, "best")
 
@@ -62,8 +68,9 @@ def test_config_rejects_unknown_selection():
 
 
 def test_validator_scores_average_fusion_as_evaluate_does(tmp_path):
-    from patchfuse_jax import baselines, metrics
-    from patchfuse_jax.evaluation import quantize
+    from patchfuse_jax.eval import baselines, metrics
+    from patchfuse_jax.eval.evaluate import quantize
+
     root = _pair_folder(str(tmp_path / "d"))
     v = Validator(root, os.path.join(root, "val.txt"))
     assert len(v) == 2
@@ -74,17 +81,25 @@ def test_validator_scores_average_fusion_as_evaluate_does(tmp_path):
         f = quantize(baselines.average(a / 255.0, b / 255.0)).astype(np.float64)  # as evaluate.py
         per.append(metrics.compute(a, b, f, metrics.PAPER_METRICS))
     for m in metrics.PAPER_METRICS:
-        np.testing.assert_allclose(v.average[m], np.mean([p[m] for p in per]), rtol=1e-12,
-                                   equal_nan=True)
+        np.testing.assert_allclose(v.average[m], np.mean([p[m] for p in per]), rtol=1e-12, equal_nan=True)
 
 
 def test_training_evaluates_and_exports_the_best_step(tmp_path):
-    from patchfuse_jax.export import load_export
-    from patchfuse_jax.inference import fuse
+    from patchfuse_jax.fusing.api import fuse
+    from patchfuse_jax.fusing.saved import load_export
+
     root = _pair_folder(str(tmp_path / "d"))
     wd = str(tmp_path / "run")
-    cfg = Config(**{**TINY, "data_dir": root, "train_split": os.path.join(root, "train.txt"),
-                    "eval_split": os.path.join(root, "val.txt"), "eval_every": 2, "num_steps": 5})
+    cfg = Config(
+        **{
+            **TINY,
+            "data_dir": root,
+            "train_split": os.path.join(root, "train.txt"),
+            "eval_split": os.path.join(root, "val.txt"),
+            "eval_every": 2,
+            "num_steps": 5,
+        }
+    )
     trainer.train_and_evaluate(cfg, wd, show_progress=False)
     rows = [json.loads(x) for x in open(os.path.join(wd, "metrics.jsonl"))]
     evals = [r for r in rows if "val_wins" in r]
@@ -103,9 +118,15 @@ def test_training_evaluates_and_exports_the_best_step(tmp_path):
 def test_old_criterion_still_selects_and_a_changed_one_restarts_the_best(tmp_path, caplog):
     root = _pair_folder(str(tmp_path / "d"))
     wd = str(tmp_path / "run")
-    base = {**TINY, "data_dir": root, "train_split": os.path.join(root, "train.txt"),
-            "eval_split": os.path.join(root, "val.txt"), "eval_every": 2, "num_steps": 4,
-            "selection": "wins_average"}
+    base = {
+        **TINY,
+        "data_dir": root,
+        "train_split": os.path.join(root, "train.txt"),
+        "eval_split": os.path.join(root, "val.txt"),
+        "eval_every": 2,
+        "num_steps": 4,
+        "selection": "wins_average",
+    }
     trainer.train_and_evaluate(Config(**base), wd, show_progress=False)
     rows = [json.loads(x) for x in open(os.path.join(wd, "metrics.jsonl"))]
     evals = [r for r in rows if "val_wins" in r]
@@ -113,8 +134,7 @@ def test_old_criterion_still_selects_and_a_changed_one_restarts_the_best(tmp_pat
     best = json.load(open(os.path.join(wd, "best.json")))
     assert best["selection"] == "wins_average" and best["panel"] is None
     assert best["step"] == max(evals, key=lambda r: (r["val_wins"], r["val_margin"]))["step"]
-    trainer.train_and_evaluate(Config(**{**base, "num_steps": 6, "selection": "mean_rank"}), wd,
-                               show_progress=False)
+    trainer.train_and_evaluate(Config(**{**base, "num_steps": 6, "selection": "mean_rank"}), wd, show_progress=False)
     assert "starting a new best by --selection=mean_rank" in caplog.text
     best = json.load(open(os.path.join(wd, "best.json")))
     assert best["selection"] == "mean_rank" and best["step"] == 6
@@ -138,8 +158,14 @@ def test_pix2pix_init_statistics():
     assert k0.std() > 0.05  # LeCun normal: 1/sqrt(fan_in), far from 0.02
 
 
-@pytest.mark.parametrize("name,at", [("constant", [1, 1, 1, 1]), ("linear", [1, 1, 0.5, 0.0]),
-                                     ("cosine", [1, 0.5 + 0.5 * np.cos(np.pi * 0.25), 0.5, 0.0])])
+@pytest.mark.parametrize(
+    "name,at",
+    [
+        ("constant", [1, 1, 1, 1]),
+        ("linear", [1, 1, 0.5, 0.0]),
+        ("cosine", [1, 0.5 + 0.5 * np.cos(np.pi * 0.25), 0.5, 0.0]),
+    ],
+)
 def test_learning_rate_schedules(name, at):
     cfg = Config(**{**TINY, "num_steps": 100, "learning_rate": 1.0, "lr_schedule": name})
     sched = learning_rate_schedule(cfg)
@@ -148,24 +174,27 @@ def test_learning_rate_schedules(name, at):
 
 
 def test_content_weights_scale_their_terms():
-    total = losses.generator_loss(0.3, 0.02, 0.25, 0.5, gamma=0.1, lam=0.5, ssim_weight=2.0,
-                                  mse_weight=10.0)
+    total = losses.generator_loss(0.3, 0.02, 0.25, 0.5, gamma=0.1, lam=0.5, ssim_weight=2.0, mse_weight=10.0)
     assert float(total) == pytest.approx(2 * 0.3 + 10 * 0.02 + 0.1 * 0.25 + 0.5 * 0.5)
     assert float(losses.generator_loss(0.3, 0.02, 0.25, 0.5, gamma=0.1, lam=0.5)) == pytest.approx(
-        0.3 + 0.02 + 0.025 + 0.25)  # Eq. 6 as printed
+        0.3 + 0.02 + 0.025 + 0.25
+    )  # Eq. 6 as printed
 
 
 def test_bfloat16_compute_keeps_float32_state_and_trains():
-    from patchfuse_jax.step import train_step
     import functools
+
+    from patchfuse_jax.train.step import train_step
+
     cfg = Config(**{**TINY, "compute_dtype": "bfloat16"})
     state = create_train_state(cfg)
     rng = np.random.default_rng(0)
     batch = {k: jnp.asarray(rng.random((2, 32, 32, 1), np.float32)) for k in ("ir", "vis")}
     step = jax.jit(functools.partial(train_step, cfg=cfg))
     new, m = step(state, batch)
-    leaves = jax.tree_util.tree_leaves((new.g.params, new.g.opt_state, new.g.batch_stats,
-                                        new.d_ir.params, new.d_ir.batch_stats))
+    leaves = jax.tree_util.tree_leaves(
+        (new.g.params, new.g.opt_state, new.g.batch_stats, new.d_ir.params, new.d_ir.batch_stats)
+    )
     assert all(x.dtype == jnp.float32 for x in leaves if jnp.issubdtype(x.dtype, jnp.floating))
     assert all(np.isfinite(float(v)) for v in m.values())
     # bf16 rounding only: the same step in float32 gives nearly the same losses.
@@ -180,24 +209,42 @@ def test_shipped_weights_match_their_recipe(version, flagfile):
     and the recorded config carries the recipe's losses."""
     import subprocess
     import sys
-    from patchfuse_jax.config import generator_arch
-    from patchfuse_jax.export import default_weights, read_export_metadata
+
+    from patchfuse_jax.fusing.saved import default_weights, read_export_metadata
+    from patchfuse_jax.nn.arch import GeneratorArch
     from tests.conftest import REPO
+
     res = default_weights(version)
     if not res.is_file():
         pytest.skip("no such weights shipped")
     meta = read_export_metadata(str(res))
     assert res.stat().st_size < 10 * 1024 * 1024
-    code = ("import json\nfrom absl import flags\nimport train\n"
-            f"flags.FLAGS(['train.py', '--workdir=x', '--flagfile=configs/recipe/{flagfile}.flags'])\n"
-            "print(json.dumps(train.config_from_flags().to_dict()))\n")
+    code = (
+        "import json\nfrom absl import flags\nimport train\n"
+        f"flags.FLAGS(['train.py', '--workdir=x', '--flagfile=configs/recipe/{flagfile}.flags'])\n"
+        "print(json.dumps(train.config_from_flags().to_dict()))\n"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     recipe = json.loads(r.stdout.strip().splitlines()[-1])
-    assert generator_arch(meta["arch"]) == generator_arch(recipe)
-    for k in ("ssim_weight", "mse_weight", "detail_weight", "gamma", "lam", "weight_mode", "train_split",
-              "num_steps", "eval_every", "seed", "contrast_weight", "contrast_window",
-              "global_contrast_weight", "cc_weight", "ir_intensity_weight"):
+    assert GeneratorArch.from_config(meta["arch"]) == GeneratorArch.from_config(recipe)
+    for k in (
+        "ssim_weight",
+        "mse_weight",
+        "detail_weight",
+        "gamma",
+        "lam",
+        "weight_mode",
+        "train_split",
+        "num_steps",
+        "eval_every",
+        "seed",
+        "contrast_weight",
+        "contrast_window",
+        "global_contrast_weight",
+        "cc_weight",
+        "ir_intensity_weight",
+    ):
         # Keys newer than a model are absent from its config: it trained with their default.
         assert meta["config"].get(k, Config().to_dict()[k]) == recipe[k], k
 
@@ -212,8 +259,7 @@ def test_residual_average_generator_starts_as_average_fusion(init, input_skip):
     head = state.g.params["residual"]
     assert all(float(np.abs(v).max()) == 0.0 for v in jax.tree_util.tree_leaves(head))
     ir, vis = synthetic_pair(3, 2, (40, 48))
-    params = make_fuse_params({"params": state.g.params, "batch_stats": state.g.batch_stats},
-                              cfg.to_dict())
+    params = make_fuse_params({"params": state.g.params, "batch_stats": state.g.batch_stats}, cfg.to_dict())
     out = fuse(params, ir, vis)
     avg = np.clip((ir.astype(np.float64) + vis) / 2, 1 / 512, 1 - 1 / 512)  # floats in [0, 1]
     np.testing.assert_allclose(out, avg, atol=1e-6)

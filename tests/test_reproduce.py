@@ -1,15 +1,16 @@
-"""python -m patchfuse_jax.reproduce: the run plan, training missing runs, skipping finished ones,
+"""python scripts/reproduce.py: the run plan, training missing runs, skipping finished ones,
 result files, and the report block regenerated from result files alone."""
+
 import json
 import os
 import shutil
 import subprocess
 import sys
 
-import pytest
-
-from patchfuse_jax import io, report, reproduce
-from patchfuse_jax.synthetic import synthetic_pair
+import report
+import reproduce
+from patchfuse_jax import io, workdir
+from patchfuse_jax.train.synthetic import synthetic_pair
 from tests.conftest import REPO
 
 M = report.METRICS
@@ -37,17 +38,25 @@ def test_mean_std_formatting():
 
 
 def _doc(name, seed, v):
-    return {"experiment": name, "seed": seed, "final_step": 1000, "minutes": 3.0,
-            "machine": {"platform": "Linux", "processor": "CPU", "cpu_count": 2},
-            "test": {"mean": {m: v + (15 if m == "PSNR" else 0) for m in M}},
-            "validation": [{"step": 500, "margin": -0.1}, {"step": 1000, "margin": -0.05 + v / 100}],
-            "curve": [{"step": 50, "loss_g": 9.0}, {"step": 100, "loss_g": 8.0 - v}]}
+    return {
+        "experiment": name,
+        "seed": seed,
+        "final_step": 1000,
+        "minutes": 3.0,
+        "machine": {"platform": "Linux", "processor": "CPU", "cpu_count": 2},
+        "test": {"mean": {m: v + (15 if m == "PSNR" else 0) for m in M}},
+        "validation": [{"step": 500, "margin": -0.1}, {"step": 1000, "margin": -0.05 + v / 100}],
+        "curve": [{"step": 50, "loss_g": 9.0}, {"step": 100, "loss_g": 8.0 - v}],
+    }
 
 
 def test_report_only_rewrites_only_the_marked_block(tmp_path):
     res = tmp_path / "results"
-    for name, vals in {"table1_dg": (1.29, 1.30, 1.31), "baseline_none": (1.20, 1.27, 1.34),
-                       "table5_max": (1.1, 1.2, 1.3)}.items():
+    for name, vals in {
+        "table1_dg": (1.29, 1.30, 1.31),
+        "baseline_none": (1.20, 1.27, 1.34),
+        "table5_max": (1.1, 1.2, 1.3),
+    }.items():
         for s, v in enumerate(vals):
             os.makedirs(res / name, exist_ok=True)
             (res / name / f"seed{s}.json").write_text(json.dumps(_doc(name, s, v)))
@@ -59,8 +68,10 @@ def test_report_only_rewrites_only_the_marked_block(tmp_path):
     before, after = "# Results\n\nhand-written, kept\n\n", "\n## Discussion\n\nalso kept\n"
     docs.write_text(before + report.BEGIN + "\nstale\n" + report.END + after)
     argv = ["--report_only", f"--results={res}", f"--docs={docs}", f"--out={tmp_path / 'nowhere'}"]
-    code = ("import sys; from patchfuse_jax import reproduce; rc = reproduce.main(sys.argv[1:]); "
-            "assert 'jax' not in sys.modules; sys.exit(rc)")
+    code = (
+        "import sys; sys.path.insert(0, 'scripts'); import reproduce; rc = reproduce.main(sys.argv[1:]); "
+        "assert 'jax' not in sys.modules; sys.exit(rc)"
+    )
     r = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert r.returncode == 0, r.stderr
     text = docs.read_text()
@@ -99,11 +110,29 @@ def _pairs(root):
 
 def _tiny_flagfile(path, d, num_steps: int, *extra: str) -> None:
     """A flagfile training a tiny W-in-D_ir-and-G model on the pairs of ``_pairs(d)``."""
-    path.write_text("\n".join([
-        f"--data_dir={d}", f"--train_split={d}/train.txt", f"--eval_split={d}/val.txt", "--eval_every=2",
-        f"--num_steps={num_steps}", "--checkpoint_every=2", "--num_downs=2", "--ngf=4", "--ndf=4",
-        "--d_arch=4s2,4s2,4s1", "--crop_size=32x32", "--batch_size=2", "--log_every=1", "--sample_every=1000",
-        "--weight_mode=dg", *extra]) + "\n")
+    path.write_text(
+        "\n".join(
+            [
+                f"--data_dir={d}",
+                f"--train_split={d}/train.txt",
+                f"--eval_split={d}/val.txt",
+                "--eval_every=2",
+                f"--num_steps={num_steps}",
+                "--checkpoint_every=2",
+                "--num_downs=2",
+                "--ngf=4",
+                "--ndf=4",
+                "--d_arch=4s2,4s2,4s1",
+                "--crop_size=32x32",
+                "--batch_size=2",
+                "--log_every=1",
+                "--sample_every=1000",
+                "--weight_mode=dg",
+                *extra,
+            ]
+        )
+        + "\n"
+    )
 
 
 def test_trains_missing_runs_skips_finished_ones_and_writes_results(tmp_path, monkeypatch, capsys):
@@ -112,16 +141,27 @@ def test_trains_missing_runs_skips_finished_ones_and_writes_results(tmp_path, mo
     os.makedirs(exps)
     _tiny_flagfile(exps / "table1_dg.flags", d, num_steps=3)
     monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", os.path.join(str(tmp_path), os.pardir, "reproduce_jax_cache"))
-    table = {"table1": [("table1_dg", True)], "none": [("baseline_none", True)],
-             "table5": [("table5_avg", True)], "gone": [("no_such_experiment", False)]}
+    table = {
+        "table1": [("table1_dg", True)],
+        "none": [("baseline_none", True)],
+        "table5": [("table5_avg", True)],
+        "gone": [("no_such_experiment", False)],
+    }
     aliases = {"table5_avg": "table1_dg"}
     out, res = tmp_path / "runs", tmp_path / "results"
-    argv = [f"--out={out}", "--seeds=1", f"--experiments_dir={exps}", f"--data_dir={d}",
-            f"--test_split={d}/test.txt", f"--results={res}", f"--docs={tmp_path / 'R.md'}"]
+    argv = [
+        f"--out={out}",
+        "--seeds=1",
+        f"--experiments_dir={exps}",
+        f"--data_dir={d}",
+        f"--test_split={d}/test.txt",
+        f"--results={res}",
+        f"--docs={tmp_path / 'R.md'}",
+    ]
     assert reproduce.main(argv + ["--only=table1,table5"], table=table, aliases=aliases) == 0
     o = capsys.readouterr().out
     assert o.count("training") == 1 and "[1/1] table1_dg seed 0: training" in o  # table5_avg = table1_dg
-    assert sorted(os.listdir(out)) == ["table1_dg"] and reproduce.is_finished(out / "table1_dg" / "seed0")
+    assert sorted(os.listdir(out)) == ["table1_dg"] and workdir.is_finished(out / "table1_dg" / "seed0")
     doc = json.loads((res / "table1_dg" / "seed0.json").read_text())
     for k in ("config", "num_steps", "final_step", "selected", "validation", "curve", "test", "minutes", "machine"):
         assert k in doc, k
@@ -138,7 +178,10 @@ def test_trains_missing_runs_skips_finished_ones_and_writes_results(tmp_path, mo
     assert "training" not in o and "[1/2] table1_dg seed 0: finished, evaluated" in o
     assert "[2/2] baseline_none seed 0: test pairs evaluated" in o
     assert os.path.getmtime(res / "table1_dg" / "seed0.json") == stamp
-    assert (tmp_path / "figures" / "grid.png").exists() and json.loads((res / "grid.json").read_text())["stems"] == ["p4", "p5"]
+    assert (tmp_path / "figures" / "grid.png").exists() and json.loads((res / "grid.json").read_text())["stems"] == [
+        "p4",
+        "p5",
+    ]
     assert "](figures/grid.png)" in (tmp_path / "R.md").read_text()
     (exps / "broken.flags").write_text(f"--data_dir={d}\n--weight_mode=both\n")
     table["bad"] = [("broken", False)]
@@ -166,14 +209,34 @@ def test_tno_table_maps_peer_files_through_the_manifest(tmp_path, capsys):
             rows.append(f"tno42,Renamed,x/tno42/Renamed/F{i}.png,x/tno/ir/0{i}.png,x/tno/vis/0{i}.png,r,")
     (tmp_path / "peers" / "MANIFEST.csv").write_text("\n".join(rows) + "\n")
     res = tmp_path / "results"
-    assert reproduce.main([f"--tno_dir={tno}", f"--peers_dir={peers}", f"--results={res}", "--only=tno",
-                           f"--docs={tmp_path / 'R.md'}"]) == 0
+    assert (
+        reproduce.main(
+            [
+                f"--tno_dir={tno}",
+                f"--peers_dir={peers}",
+                f"--results={res}",
+                "--only=tno",
+                f"--docs={tmp_path / 'R.md'}",
+            ]
+        )
+        == 0
+    )
     doc = json.loads((res / "tno42.json").read_text())
     assert list(doc["methods"])[:3] == [reproduce.SHIPPED, "Named", "Renamed"] and "Average" in doc["methods"]
     assert doc["methods"]["Renamed"]["n_pairs"] == 2 and sorted(doc["methods"]["Renamed"]["per_image"]) == ["01", "02"]
     assert doc["methods"]["Named"]["n_pairs"] == 3 and "Renamed: 2 of 3 pairs" in doc["notes"][0]
     text = (tmp_path / "R.md").read_text()
     assert "### TNO (cross-dataset, 3 pairs" in text and "| Renamed | 2 |" in text
-    assert reproduce.main([f"--tno_dir={tno}", f"--peers_dir={peers}", f"--results={res}", "--only=tno",
-                           f"--docs={tmp_path / 'R.md'}"]) == 0  # done: not evaluated again
+    assert (
+        reproduce.main(
+            [
+                f"--tno_dir={tno}",
+                f"--peers_dir={peers}",
+                f"--results={res}",
+                "--only=tno",
+                f"--docs={tmp_path / 'R.md'}",
+            ]
+        )
+        == 0
+    )  # done: not evaluated again
     assert "tno: evaluated" in capsys.readouterr().out

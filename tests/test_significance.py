@@ -1,17 +1,18 @@
-"""patchfuse_jax.significance against hand-computed values."""
+"""patchfuse_jax.eval.significance against hand-computed values."""
+
 import math
 
 import numpy as np
 import pytest
 
-from patchfuse_jax import significance as sig
+from patchfuse_jax.eval import significance as sig
 
 
 def test_sign_test_exact_binomial():
-    assert sig.sign_test([1, 2, 3, 4, 5]) == pytest.approx(2 / 32)           # 5 of 5 positive
+    assert sig.sign_test([1, 2, 3, 4, 5]) == pytest.approx(2 / 32)  # 5 of 5 positive
     assert sig.sign_test([-1] * 6) == pytest.approx(2 / 64)
     assert sig.sign_test([1] * 8 + [-1] * 2) == pytest.approx(2 * 56 / 1024)  # (1 + 10 + 45) / 2^10
-    assert sig.sign_test([1, -1, 2, 0, np.nan]) == 1.0                       # zeros, NaN dropped: n 3, k 1
+    assert sig.sign_test([1, -1, 2, 0, np.nan]) == 1.0  # zeros, NaN dropped: n 3, k 1
     assert sig.sign_test([0, 0]) == 1.0 and sig.sign_test([]) == 1.0
 
 
@@ -32,11 +33,11 @@ def test_paired_matches_seed_and_image_and_directions():
     a = {(s, f"p{i}"): 1.0 + 0.1 * i + s for s in range(3) for i in range(4)}
     b = {k: v - 0.5 for k, v in a.items()}
     b[(0, "p0")] = a[(0, "p0")] + 1.0  # one pair the other way
-    b[(9, "p0")] = 0.0                 # no partner in a: not paired
+    b[(9, "p0")] = 0.0  # no partner in a: not paired
     c = sig.paired(a, b, n_boot=1000)
     assert c["n"] == 12 and (c["n_pos"], c["n_neg"]) == (11, 1)
     assert c["mean_diff"] == pytest.approx((11 * 0.5 - 1.0) / 12)
-    assert c["p_sign"] == pytest.approx(2 * (1 + 12) / 2 ** 12)
+    assert c["p_sign"] == pytest.approx(2 * (1 + 12) / 2**12)
     assert c["ci"][0] <= c["mean_diff"] <= c["ci"][1]
     assert sig.direction(c) == 1
     assert sig.direction(sig.paired(b, a, n_boot=1000)) == -1
@@ -66,7 +67,8 @@ def test_box_mean_and_local_contrast_by_hand():
 def test_warm_mask_is_the_top_of_pixel_weight_map():
     import jax.numpy as jnp
 
-    from patchfuse_jax.weightmap import pixel_weight_map
+    from patchfuse_jax.train.weightmap import pixel_weight_map
+
     rng = np.random.default_rng(0)
     ir = rng.random((40, 52)) * 0.3
     ir[5:15, 30:44] += 0.6

@@ -1,4 +1,5 @@
 """The one-program training step: updates all three networks, metrics, determinism, one compile."""
+
 import functools
 
 import jax
@@ -6,15 +7,29 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from patchfuse_jax import data
-from patchfuse_jax.config import Config
-from patchfuse_jax.state import create_train_state
-from patchfuse_jax.step import train_step
+from patchfuse_jax.train import data
+from patchfuse_jax.train.config import Config
+from patchfuse_jax.train.state import create_train_state
+from patchfuse_jax.train.step import train_step
 from tests.conftest import TINY
 
-EXPECTED = {"loss_g", "loss_d_ir", "loss_d_vis", "l_ssim", "l_mse", "adv_ir", "adv_vis", "w_mean",
-            "d_ir_real", "d_ir_fake", "d_vis_real", "d_vis_fake", "grad_norm_g", "grad_norm_d_ir",
-            "grad_norm_d_vis"}
+EXPECTED = {
+    "loss_g",
+    "loss_d_ir",
+    "loss_d_vis",
+    "l_ssim",
+    "l_mse",
+    "adv_ir",
+    "adv_vis",
+    "w_mean",
+    "d_ir_real",
+    "d_ir_fake",
+    "d_vis_real",
+    "d_vis_fake",
+    "grad_norm_g",
+    "grad_norm_d_ir",
+    "grad_norm_d_vis",
+}
 
 
 def _batch(cfg, step):
@@ -58,14 +73,17 @@ def test_step_is_deterministic(cfg):
             state, m = step(state, _batch(cfg, s))
         outs.append((jax.device_get(m), jax.device_get(state.g.params)))
     assert outs[0][0] == outs[1][0]
-    assert all(np.array_equal(a, b) for a, b in zip(jax.tree_util.tree_leaves(outs[0][1]),
-                                                    jax.tree_util.tree_leaves(outs[1][1])))
+    assert all(
+        np.array_equal(a, b)
+        for a, b in zip(jax.tree_util.tree_leaves(outs[0][1]), jax.tree_util.tree_leaves(outs[1][1]))
+    )
 
 
 @pytest.mark.parametrize("mode", ["none", "d", "g", "dg"])
 def test_weight_modes_change_only_their_terms(cfg, mode):
     """W enters D_ir's loss only for d/dg and G's IR adversarial term only for g/dg."""
     import dataclasses
+
     c = dataclasses.replace(cfg, weight_mode=mode)
     state = create_train_state(c)
     _, m = jax.jit(functools.partial(train_step, cfg=c))(state, _batch(c, 0))
@@ -76,15 +94,23 @@ def test_weight_modes_change_only_their_terms(cfg, mode):
     assert float(m["loss_d_vis"]) == pytest.approx(float(m0["loss_d_vis"]), rel=1e-5)
 
 
-@pytest.mark.parametrize("flag,term", [("detail_weight", "l_detail"), ("ir_intensity_weight", "l_int"),
-                                       ("contrast_weight", "l_con"), ("cc_weight", "l_cc"),
-                                       ("global_contrast_weight", "l_gcon")])
+@pytest.mark.parametrize(
+    "flag,term",
+    [
+        ("detail_weight", "l_detail"),
+        ("ir_intensity_weight", "l_int"),
+        ("contrast_weight", "l_con"),
+        ("cc_weight", "l_cc"),
+        ("global_contrast_weight", "l_gcon"),
+    ],
+)
 def test_extra_weights_add_their_term_to_the_generator_loss(cfg, flag, term):
     """--detail_weight / --ir_intensity_weight / --contrast_weight / --cc_weight /
     --global_contrast_weight = w: metrics gain the term and
     loss_g grows by exactly w * term (same initial state and batch; the discriminator updates do
     not depend on it)."""
     import dataclasses
+
     c = dataclasses.replace(cfg, **{flag: 3.0}, contrast_window=5)
     _, m = jax.jit(functools.partial(train_step, cfg=c))(create_train_state(c), _batch(c, 0))
     _, m0 = jax.jit(functools.partial(train_step, cfg=cfg))(create_train_state(cfg), _batch(cfg, 0))
@@ -97,8 +123,9 @@ def test_extra_weights_add_their_term_to_the_generator_loss(cfg, flag, term):
 def test_compiled_step_uses_the_step_compiler_options(cfg):
     """``Parallel.compile_step`` compiles with ``STEP_COMPILER_OPTIONS`` on CPU (copy insertion
     with region analysis: fewer buffer copies than a plain jit) and gives the same result."""
-    from patchfuse_jax.parallel import STEP_COMPILER_OPTIONS, Parallel
-    from patchfuse_jax import convs
+    from patchfuse_jax.nn import convs
+    from patchfuse_jax.train.parallel import STEP_COMPILER_OPTIONS, Parallel
+
     assert convs.cpu_compiler_options(STEP_COMPILER_OPTIONS) == STEP_COMPILER_OPTIONS
     par = Parallel(cfg)
     plain = jax.jit(functools.partial(train_step, cfg=cfg), donate_argnums=0)

@@ -1,9 +1,10 @@
 """Synthetic IR/visible generator: determinism, ranges, and IR-vs-visible character."""
+
 import numpy as np
 import pytest
 
-from patchfuse_jax.data import make_source, sample_batch
-from patchfuse_jax.synthetic import SyntheticPairs, synthetic_pair, synthetic_scene
+from patchfuse_jax.train.data import make_source, sample_batch
+from patchfuse_jax.train.synthetic import SyntheticPairs, synthetic_pair, synthetic_scene
 
 
 def test_deterministic_and_in_range():
@@ -63,6 +64,7 @@ def test_source_interface_and_make_source():
 
 def test_speed():
     import time
+
     synthetic_pair(0, 0)
     t = time.perf_counter()
     for i in range(10):

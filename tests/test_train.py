@@ -1,5 +1,5 @@
 """The training loop: outputs, exact resume, Ctrl-C, non-finite stop, incompatible checkpoints."""
-import dataclasses
+
 import json
 import os
 
@@ -7,9 +7,10 @@ import jax
 import numpy as np
 import pytest
 
-from patchfuse_jax import data, trainer
 from patchfuse_jax.checkpoint import CheckpointError, Checkpoints
-from patchfuse_jax.config import Config
+from patchfuse_jax.train import data
+from patchfuse_jax.train import loop as trainer
+from patchfuse_jax.train.config import Config
 from tests.conftest import TINY
 
 
@@ -81,8 +82,7 @@ def test_non_finite_loss_stops_with_step_and_keeps_last_checkpoint(tmp_path, mon
 
     monkeypatch.setattr(data, "sample_batch", poisoned)
     with pytest.raises(trainer.NonFiniteError, match="step 3"):
-        trainer.train_and_evaluate(_cfg(num_steps=6, checkpoint_every=2, log_every=4), wd,
-                                   show_progress=False)
+        trainer.train_and_evaluate(_cfg(num_steps=6, checkpoint_every=2, log_every=4), wd, show_progress=False)
     ckpts = Checkpoints(wd)
     assert ckpts.latest_step() == 2
     restored = ckpts.restore_raw(2)

@@ -1,5 +1,6 @@
 """Guards of train.py / the trainer: flags generated from Config, resuming with changed flags,
 unusable workdirs and a metrics.jsonl cut by a crash."""
+
 import dataclasses
 import json
 import logging
@@ -10,10 +11,19 @@ import sys
 import pytest
 from absl import flags
 
-from patchfuse_jax import trainer
-from patchfuse_jax.config import (RESUME_SAFE_KEYS, Config, ConfigChangeError, ConfigError,
-                                  config_changes, config_from_flags, define_flags, global_batch,
-                                  parse_hw)
+from patchfuse_jax import workdir
+from patchfuse_jax.train import loop as trainer
+from patchfuse_jax.train.config import (
+    RESUME_SAFE_KEYS,
+    Config,
+    ConfigChangeError,
+    ConfigError,
+    config_changes,
+    config_from_flags,
+    define_flags,
+    global_batch,
+    parse_hw,
+)
 from tests.conftest import REPO, TINY
 
 
@@ -29,14 +39,14 @@ def _flag_values(*argv):
 
 
 def _tiny_flags(**kw):
-    return [f"--{k}={'x'.join(map(str, v)) if isinstance(v, tuple) else v}"
-            for k, v in {**TINY, **kw}.items()]
+    return [f"--{k}={'x'.join(map(str, v)) if isinstance(v, tuple) else v}" for k, v in {**TINY, **kw}.items()]
 
 
 def _train_py(*args):
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    return subprocess.run([sys.executable, str(REPO / "train.py"), *args], capture_output=True,
-                          text=True, timeout=180, env=env, cwd=REPO)
+    return subprocess.run(
+        [sys.executable, str(REPO / "train.py"), *args], capture_output=True, text=True, timeout=180, env=env, cwd=REPO
+    )
 
 
 def _json(path):
@@ -45,6 +55,7 @@ def _json(path):
 
 
 # --- Flags generated from Config ---------------------------------------------------------------
+
 
 def test_every_config_field_is_a_flag_with_its_default_and_help():
     fv = _flag_values()
@@ -60,10 +71,10 @@ def test_every_config_field_is_a_flag_with_its_default_and_help():
 
 
 def test_flag_types_and_values_reach_the_config():
-    cfg = config_from_flags(_flag_values("--ngf=8", "--gamma=0.25", "--input_skip",
-                                         "--crop_size=64x96", "--weight_mode=g"))
-    assert (cfg.ngf, cfg.gamma, cfg.input_skip, cfg.crop_size, cfg.weight_mode) == (8, 0.25, True,
-                                                                                     (64, 96), "g")
+    cfg = config_from_flags(
+        _flag_values("--ngf=8", "--gamma=0.25", "--input_skip", "--crop_size=64x96", "--weight_mode=g")
+    )
+    assert (cfg.ngf, cfg.gamma, cfg.input_skip, cfg.crop_size, cfg.weight_mode) == (8, 0.25, True, (64, 96), "g")
     with pytest.raises(flags.IllegalFlagValueError):
         _flag_values("--ngf=wide")
 
@@ -76,12 +87,12 @@ def test_flagfile_still_parses_and_command_line_overrides(monkeypatch):
 
 def test_help_lists_the_generated_flags():
     r = _train_py("--help")  # absl exits 1 after --help
-    for name in ("--gamma", "--crop_size", "--[no]allow_config_change", "--workdir",
-                 "--[no]input_skip"):
+    for name in ("--gamma", "--crop_size", "--[no]allow_config_change", "--workdir", "--[no]input_skip"):
         assert name in r.stdout, name
 
 
 # --- Which changes the resume guard reports --------------------------------------------------
+
 
 def _changes(saved, now):
     return config_changes(saved.to_dict(), now.to_dict())
@@ -91,18 +102,30 @@ def test_training_keys_are_reported_and_safe_keys_are_not():
     base = Config()
     assert _changes(base, dataclasses.replace(base, gamma=0.5)) == ["--gamma: 0.1 (workdir) vs 0.5 (now)"]
     assert _changes(base, dataclasses.replace(base, weight_mode="g", crop_size=(128, 128))) == [
-        "--weight_mode: 'dg' (workdir) vs 'g' (now)", "--crop_size: 256x512 (workdir) vs 128x128 (now)"]
-    safe = dict(num_steps=5, log_every=1, checkpoint_every=2, sample_every=3, keep_checkpoints=1,
-                eval_every=4, eval_split="val.txt", selection="wins_average", conv_impl="xla",
-                batch_size=2, parallel="pmap", per_device_batch_size=2)
+        "--weight_mode: 'dg' (workdir) vs 'g' (now)",
+        "--crop_size: 256x512 (workdir) vs 128x128 (now)",
+    ]
+    safe = dict(
+        num_steps=5,
+        log_every=1,
+        checkpoint_every=2,
+        sample_every=3,
+        keep_checkpoints=1,
+        eval_every=4,
+        eval_split="val.txt",
+        selection="wins_average",
+        conv_impl="xla",
+        batch_size=2,
+        parallel="pmap",
+        per_device_batch_size=2,
+    )
     assert set(safe) == set(RESUME_SAFE_KEYS)
     assert _changes(base, dataclasses.replace(base, **safe)) == []
 
 
 def test_num_steps_counts_when_the_learning_rate_schedule_depends_on_it():
     lin = Config(lr_schedule="linear")
-    assert _changes(lin, dataclasses.replace(lin, num_steps=20000)) == [
-        "--num_steps: 10000 (workdir) vs 20000 (now)"]
+    assert _changes(lin, dataclasses.replace(lin, num_steps=20000)) == ["--num_steps: 10000 (workdir) vs 20000 (now)"]
 
 
 def test_batch_settings_compare_through_the_global_batch():
@@ -111,7 +134,8 @@ def test_batch_settings_compare_through_the_global_batch():
     assert global_batch(pmap, 4) == 8 and global_batch(one, 4) == 8
     assert config_changes(one, {**pmap, "global_batch": 8}) == []
     assert config_changes(one, {**pmap, "global_batch": 4}) == [
-        "global batch (--batch_size, --parallel, --per_device_batch_size): 8 (workdir) vs 4 (now)"]
+        "global batch (--batch_size, --parallel, --per_device_batch_size): 8 (workdir) vs 4 (now)"
+    ]
 
 
 def test_keys_missing_from_an_older_config_take_the_default():
@@ -119,20 +143,21 @@ def test_keys_missing_from_an_older_config_take_the_default():
     del old["weight_scale"]
     assert config_changes(old, Config().to_dict()) == []
     assert config_changes(old, Config(weight_scale="mean1").to_dict()) == [
-        "--weight_scale: 'raw' (workdir) vs 'mean1' (now)"]
+        "--weight_scale: 'raw' (workdir) vs 'mean1' (now)"
+    ]
 
 
 # --- Resuming a workdir with changed flags -----------------------------------------------------
 
+
 def test_changed_training_flag_stops_resume_and_keeps_config_json(tmp_path):
     wd = str(tmp_path / "run")
     trainer.train_and_evaluate(_cfg(num_steps=1), wd, show_progress=False)
-    with pytest.raises(ConfigChangeError,
-                       match=r"--gamma: 0.1 \(workdir\) vs 0.5 \(now\).*allow_config_change"):
+    with pytest.raises(ConfigChangeError, match=r"--gamma: 0.1 \(workdir\) vs 0.5 \(now\).*allow_config_change"):
         trainer.train_and_evaluate(_cfg(num_steps=2, gamma=0.5), wd, show_progress=False)
     assert _json(os.path.join(wd, "config.json"))["gamma"] == 0.1
     assert not os.path.exists(os.path.join(wd, "config_history.jsonl"))
-    assert [r["step"] for r in trainer.read_metrics(wd)] == [1]
+    assert [r["step"] for r in workdir.read_metrics(wd)] == [1]
 
 
 def test_train_py_reports_changed_flags_in_one_line(tmp_path):
@@ -150,31 +175,30 @@ def test_train_py_reports_changed_flags_in_one_line(tmp_path):
 def test_allow_config_change_continues_and_keeps_the_history(tmp_path):
     wd = str(tmp_path / "run")
     trainer.train_and_evaluate(_cfg(num_steps=1), wd, show_progress=False)
-    trainer.train_and_evaluate(_cfg(num_steps=2, gamma=0.5), wd, show_progress=False,
-                               allow_config_change=True)
-    trainer.train_and_evaluate(_cfg(num_steps=3, gamma=0.5, lam=0.2), wd, show_progress=False,
-                               allow_config_change=True)
+    trainer.train_and_evaluate(_cfg(num_steps=2, gamma=0.5), wd, show_progress=False, allow_config_change=True)
+    trainer.train_and_evaluate(_cfg(num_steps=3, gamma=0.5, lam=0.2), wd, show_progress=False, allow_config_change=True)
     now = _json(os.path.join(wd, "config.json"))
     assert (now["gamma"], now["lam"], now["global_batch"]) == (0.5, 0.2, TINY["batch_size"])
-    history = trainer.read_jsonl(os.path.join(wd, "config_history.jsonl"))
+    history = workdir.read_jsonl(os.path.join(wd, "config_history.jsonl"))
     assert [(h["from_step"], h["until_step"]) for h in history] == [(0, 1), (1, 2)]
     assert [(h["config"]["gamma"], h["config"]["lam"]) for h in history] == [(0.1, 0.5), (0.5, 0.5)]
-    assert [r["step"] for r in trainer.read_metrics(wd)] == [1, 2, 3]
+    assert [r["step"] for r in workdir.read_metrics(wd)] == [1, 2, 3]
     # The same flags again: nothing changed, nothing recorded.
     trainer.train_and_evaluate(_cfg(num_steps=3, gamma=0.5, lam=0.2), wd, show_progress=False)
-    assert len(trainer.read_jsonl(os.path.join(wd, "config_history.jsonl"))) == 2
+    assert len(workdir.read_jsonl(os.path.join(wd, "config_history.jsonl"))) == 2
 
 
 def test_architecture_change_is_refused_even_when_allowed(tmp_path):
     from patchfuse_jax.checkpoint import CheckpointError
+
     wd = str(tmp_path / "run")
     trainer.train_and_evaluate(_cfg(num_steps=1), wd, show_progress=False)
     with pytest.raises(CheckpointError, match="ngf: checkpoint 4 vs now 8"):
-        trainer.train_and_evaluate(_cfg(num_steps=2, ngf=8), wd, show_progress=False,
-                                   allow_config_change=True)
+        trainer.train_and_evaluate(_cfg(num_steps=2, ngf=8), wd, show_progress=False, allow_config_change=True)
 
 
 # --- Unusable workdirs ---------------------------------------------------------------------------
+
 
 def test_workdir_that_is_a_file_is_one_line(tmp_path):
     f = tmp_path / "file"
@@ -210,16 +234,17 @@ def test_unwritable_workdir_message_even_as_root(tmp_path, monkeypatch):
 
 # --- metrics.jsonl cut by a crash ------------------------------------------------------------------
 
+
 def test_read_jsonl_skips_a_cut_last_line_and_names_a_broken_middle_line(tmp_path, caplog):
     p = tmp_path / "metrics.jsonl"
     p.write_text('{"step": 1}\n{"step": 2}\n{"step": 3, "loss')
     with caplog.at_level(logging.WARNING, logger="patchfuse_jax"):
-        assert trainer.read_metrics(str(p)) == [{"step": 1}, {"step": 2}]
+        assert workdir.read_metrics(str(p)) == [{"step": 1}, {"step": 2}]
     assert "metrics.jsonl:3" in caplog.text
     p.write_text('{"step": 1}\n{"step": 2\n{"step": 3}\n')
-    with pytest.raises(trainer.JsonlError, match=r"metrics.jsonl:2: not a JSON line"):
-        trainer.read_metrics(str(tmp_path))
-    assert trainer.read_jsonl(str(tmp_path / "absent.jsonl")) == []
+    with pytest.raises(workdir.JsonlError, match=r"metrics.jsonl:2: not a JSON line"):
+        workdir.read_metrics(str(tmp_path))
+    assert workdir.read_jsonl(str(tmp_path / "absent.jsonl")) == []
 
 
 def test_resume_drops_a_metrics_line_cut_by_a_crash(tmp_path, caplog):
@@ -240,6 +265,7 @@ def test_a_signal_inside_a_step_stops_after_the_step():
     """The donated state survives Ctrl-C/SIGTERM in a step: the block finishes, then the installed
     handler runs; a second signal stops at once; the previous handlers are restored."""
     import signal
+
     calls = []
 
     def on_term(signum, frame):

@@ -1,12 +1,14 @@
-"""``patchfuse fuse --ir_video/--vis_video/--out`` (patchfuse_jax/video.py): streamed video fusion."""
+"""``patchfuse fuse --ir_video/--vis_video/--out`` (patchfuse_jax/fusing/video.py): streamed video fusion."""
+
 import os
 
 import numpy as np
 import pytest
 
-from patchfuse_jax import fuse, io, video
+from patchfuse_jax import fuse, io
 from patchfuse_jax.__main__ import main
-from patchfuse_jax.evaluation import quantize
+from patchfuse_jax.eval.evaluate import quantize
+from patchfuse_jax.fusing import video
 
 imageio_ffmpeg = pytest.importorskip("imageio_ffmpeg")
 # imageio-ffmpeg forks to put ffmpeg in its own process group; JAX warns about any fork.
@@ -25,7 +27,7 @@ def model(tmp_path_factory):
 def _frames(n, seed, rgb):
     """Smooth moving patterns (compress well, so decoded frames stay close to these)."""
     rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:HW[0], 0:HW[1]]
+    yy, xx = np.mgrid[0 : HW[0], 0 : HW[1]]
     out = []
     for t in range(n):
         base = 128 + 90 * np.sin((xx + 2 * t) / 6.0 + rng.uniform(0, 0.1)) * np.cos(yy / 5.0)
@@ -35,8 +37,9 @@ def _frames(n, seed, rgb):
 
 
 def _write_video(path, frames, fps):
-    gen = imageio_ffmpeg.write_frames(str(path), (HW[1], HW[0]), fps=fps, quality=9,
-                                      macro_block_size=1, ffmpeg_log_level="error")
+    gen = imageio_ffmpeg.write_frames(
+        str(path), (HW[1], HW[0]), fps=fps, quality=9, macro_block_size=1, ffmpeg_log_level="error"
+    )
     gen.send(None)
     for f in frames:
         gen.send(np.ascontiguousarray(f))
@@ -75,8 +78,15 @@ def _one_line_error(rc, err, *needles):
 def test_video_end_to_end_keeps_fps_and_count(model, tmp_path, capsys):
     path, params = model
     ir, vis = _pair(tmp_path, 12, 12, 15, 15)
-    rc, out, err = _run(capsys, f"--ir_video={ir}", f"--vis_video={vis}", f"--out={tmp_path / 'f.mp4'}",
-                        f"--checkpoint={path}", "--color", "--batch_size=5")
+    rc, out, err = _run(
+        capsys,
+        f"--ir_video={ir}",
+        f"--vis_video={vis}",
+        f"--out={tmp_path / 'f.mp4'}",
+        f"--checkpoint={path}",
+        "--color",
+        "--batch_size=5",
+    )
     assert rc == 0, err
     assert out.strip() == f"fused 12 frame(s) into video {tmp_path / 'f.mp4'} at 15 fps"
     meta, frames = _read_video(tmp_path / "f.mp4")
@@ -93,23 +103,47 @@ def test_frame_folders_in_and_out_equal_the_library(model, tmp_path, capsys):
     for name, seed, rgb in (("irf", 0, False), ("visf", 1, True)):
         for i, f in enumerate(_frames(11, seed, rgb)):
             io.save_image(tmp_path / name / f"frame_{i}.png", f if rgb else f[..., 0])
-    rc, out, err = _run(capsys, f"--ir_video={tmp_path / 'irf'}", f"--vis_video={tmp_path / 'visf'}",
-                        f"--out={tmp_path / 'o'}", f"--checkpoint={path}", "--start=2", "--frames=7",
-                        "--batch_size=3")
+    rc, out, err = _run(
+        capsys,
+        f"--ir_video={tmp_path / 'irf'}",
+        f"--vis_video={tmp_path / 'visf'}",
+        f"--out={tmp_path / 'o'}",
+        f"--checkpoint={path}",
+        "--start=2",
+        "--frames=7",
+        "--batch_size=3",
+    )
     assert rc == 0, err
     assert sorted(os.listdir(tmp_path / "o")) == [f"{i:06d}.png" for i in range(2, 9)]
     for i in (2, 5, 8):  # natural order: frame_10 comes after frame_9, not after frame_1
         got = io.read_image(tmp_path / "o" / f"{i:06d}.png")
-        want = quantize(fuse(params, io.read_image(tmp_path / "irf" / f"frame_{i}.png"),
-                             io.to_gray(io.read_image(tmp_path / "visf" / f"frame_{i}.png"))))
+        want = quantize(
+            fuse(
+                params,
+                io.read_image(tmp_path / "irf" / f"frame_{i}.png"),
+                io.to_gray(io.read_image(tmp_path / "visf" / f"frame_{i}.png")),
+            )
+        )
         np.testing.assert_array_equal(got, want)
     # A rerun skips the frames that exist; a folder input plus a video output takes --fps.
-    rc, out, err = _run(capsys, f"--ir_video={tmp_path / 'irf'}", f"--vis_video={tmp_path / 'visf'}",
-                        f"--out={tmp_path / 'o'}", f"--checkpoint={path}", "--frames=4")
+    rc, out, err = _run(
+        capsys,
+        f"--ir_video={tmp_path / 'irf'}",
+        f"--vis_video={tmp_path / 'visf'}",
+        f"--out={tmp_path / 'o'}",
+        f"--checkpoint={path}",
+        "--frames=4",
+    )
     assert rc == 0 and "skipped 2 whose output exists" in out, (out, err)
-    rc, out, err = _run(capsys, f"--ir_video={tmp_path / 'irf'}", f"--vis_video={tmp_path / 'visf'}",
-                        f"--out={tmp_path / 'o.mkv'}", f"--checkpoint={path}", "--fps=10",
-                        "--side_by_side")
+    rc, out, err = _run(
+        capsys,
+        f"--ir_video={tmp_path / 'irf'}",
+        f"--vis_video={tmp_path / 'visf'}",
+        f"--out={tmp_path / 'o.mkv'}",
+        f"--checkpoint={path}",
+        "--fps=10",
+        "--side_by_side",
+    )
     assert rc == 0, err
     meta, frames = _read_video(tmp_path / "o.mkv")
     assert meta["fps"] == 10 and len(frames) == 11 and frames[0].shape == (HW[0], 3 * HW[1], 3)
@@ -118,12 +152,19 @@ def test_frame_folders_in_and_out_equal_the_library(model, tmp_path, capsys):
 def test_mismatched_lengths_error_or_drop(model, tmp_path, capsys):
     path, _ = model
     ir, vis = _pair(tmp_path, 12, 9)
-    rc, out, err = _run(capsys, f"--ir_video={ir}", f"--vis_video={vis}", f"--out={tmp_path / 'f.mp4'}",
-                        f"--checkpoint={path}")
+    rc, out, err = _run(
+        capsys, f"--ir_video={ir}", f"--vis_video={vis}", f"--out={tmp_path / 'f.mp4'}", f"--checkpoint={path}"
+    )
     _one_line_error(rc, err, f"{ir} (12 frames", f"{vis} (9 frames", "--sync=drop")
     assert not os.path.exists(tmp_path / "f.mp4")
-    rc, out, err = _run(capsys, f"--ir_video={ir}", f"--vis_video={vis}", f"--out={tmp_path / 'f.mp4'}",
-                        f"--checkpoint={path}", "--sync=drop")
+    rc, out, err = _run(
+        capsys,
+        f"--ir_video={ir}",
+        f"--vis_video={vis}",
+        f"--out={tmp_path / 'f.mp4'}",
+        f"--checkpoint={path}",
+        "--sync=drop",
+    )
     assert rc == 0, err
     assert len(_read_video(tmp_path / "f.mp4")[1]) == 9
 
@@ -135,8 +176,14 @@ def test_different_rates_pair_by_timestamp(model, tmp_path, capsys):
         video.plan_pairs(ir, vis, "strict", 0, None)
     plan = video.plan_pairs(ir, vis, "drop", 0, None)
     assert plan.fps == 10 and plan.pairs == [(2 * j, j) for j in range(8)]
-    rc, out, err = _run(capsys, f"--ir_video={ir.path}", f"--vis_video={vis.path}",
-                        f"--out={tmp_path / 'f.mp4'}", f"--checkpoint={model[0]}", "--sync=drop")
+    rc, out, err = _run(
+        capsys,
+        f"--ir_video={ir.path}",
+        f"--vis_video={vis.path}",
+        f"--out={tmp_path / 'f.mp4'}",
+        f"--checkpoint={model[0]}",
+        "--sync=drop",
+    )
     assert rc == 0, err
     meta, frames = _read_video(tmp_path / "f.mp4")
     assert meta["fps"] == 10 and len(frames) == 8
@@ -146,11 +193,13 @@ def test_corrupt_video_is_one_line_naming_it(model, tmp_path, capsys):
     ir, _ = _pair(tmp_path)
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(2000))
-    rc, out, err = _run(capsys, f"--ir_video={ir}", f"--vis_video={bad}", f"--out={tmp_path / 'f.mp4'}",
-                        f"--checkpoint={model[0]}")
+    rc, out, err = _run(
+        capsys, f"--ir_video={ir}", f"--vis_video={bad}", f"--out={tmp_path / 'f.mp4'}", f"--checkpoint={model[0]}"
+    )
     _one_line_error(rc, err, f"--vis_video {bad}: cannot be read as a video")
-    rc, out, err = _run(capsys, f"--ir_video={tmp_path / 'none.mp4'}", f"--vis_video={ir}",
-                        f"--out={tmp_path / 'f.mp4'}")
+    rc, out, err = _run(
+        capsys, f"--ir_video={tmp_path / 'none.mp4'}", f"--vis_video={ir}", f"--out={tmp_path / 'f.mp4'}"
+    )
     _one_line_error(rc, err, f"--ir_video {tmp_path / 'none.mp4'}: no such file or folder")
     rc, out, err = _run(capsys, f"--ir_video={ir}", f"--vis_video={ir}", f"--out={ir}", "--overwrite")
     _one_line_error(rc, err, f"--out {ir}: is the --ir_video input")
@@ -168,8 +217,14 @@ def test_interrupt_leaves_a_playable_file(model, tmp_path, capsys, monkeypatch):
         return real(*a, **k)
 
     monkeypatch.setattr(video, "_fuse_batch", interrupt_after_two)
-    rc, out, err = _run(capsys, f"--ir_video={ir}", f"--vis_video={vis}", f"--out={tmp_path / 'f.mp4'}",
-                        f"--checkpoint={model[0]}", "--batch_size=4")
+    rc, out, err = _run(
+        capsys,
+        f"--ir_video={ir}",
+        f"--vis_video={vis}",
+        f"--out={tmp_path / 'f.mp4'}",
+        f"--checkpoint={model[0]}",
+        "--batch_size=4",
+    )
     assert rc == 130 and "holds the 8 frame(s) fused so far" in err, err
     meta, frames = _read_video(tmp_path / "f.mp4")
     assert len(frames) == 8 and meta["fps"] == 25
@@ -192,8 +247,14 @@ def test_streaming_reads_only_a_batch_ahead(model, tmp_path, capsys, monkeypatch
 
     monkeypatch.setattr(video, "open_source", tracking_open)
     monkeypatch.setattr(video, "_fuse_batch", check)
-    rc, out, err = _run(capsys, f"--ir_video={ir}", f"--vis_video={vis}", f"--out={tmp_path / 'f.mp4'}",
-                        f"--checkpoint={model[0]}", "--batch_size=3")
+    rc, out, err = _run(
+        capsys,
+        f"--ir_video={ir}",
+        f"--vis_video={vis}",
+        f"--out={tmp_path / 'f.mp4'}",
+        f"--checkpoint={model[0]}",
+        "--batch_size=3",
+    )
     assert rc == 0, err
     assert seen == [3] * 6 + [2]
 
@@ -202,10 +263,17 @@ def test_homography_applies_to_every_frame(model, tmp_path, capsys):
     path, params = model
     ir, vis = _pair(tmp_path, 6, 6)
     H = np.array([[1.0, 0, 2.0], [0, 1.0, -1.0], [0, 0, 1]])
-    from patchfuse_jax import align
+    from patchfuse_jax.fusing import align
+
     align.save_homography(tmp_path / "H.json", H, ir_size=HW, vis_size=HW, method="test")
-    rc, out, err = _run(capsys, f"--ir_video={ir}", f"--vis_video={vis}", f"--out={tmp_path / 'o'}",
-                        f"--checkpoint={path}", f"--homography={tmp_path / 'H.json'}")
+    rc, out, err = _run(
+        capsys,
+        f"--ir_video={ir}",
+        f"--vis_video={vis}",
+        f"--out={tmp_path / 'o'}",
+        f"--checkpoint={path}",
+        f"--homography={tmp_path / 'H.json'}",
+    )
     assert rc == 0, err
     _, irs = _read_video(ir)
     _, viss = _read_video(vis)
@@ -214,6 +282,12 @@ def test_homography_applies_to_every_frame(model, tmp_path, capsys):
     np.testing.assert_array_equal(got, want)
     away = np.array([[1.0, 0, 500.0], [0, 1.0, 0], [0, 0, 1]])
     align.save_homography(tmp_path / "away.json", away, ir_size=HW, vis_size=HW, method="test")
-    rc, out, err = _run(capsys, f"--ir_video={ir}", f"--vis_video={vis}", f"--out={tmp_path / 'o2'}",
-                        f"--checkpoint={path}", f"--homography={tmp_path / 'away.json'}")
+    rc, out, err = _run(
+        capsys,
+        f"--ir_video={ir}",
+        f"--vis_video={vis}",
+        f"--out={tmp_path / 'o2'}",
+        f"--checkpoint={path}",
+        f"--homography={tmp_path / 'away.json'}",
+    )
     _one_line_error(rc, err, f"{tmp_path / 'away.json'}: the homography maps the visible image away")

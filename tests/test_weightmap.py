@@ -1,11 +1,12 @@
 """The IR weight map W: shape of D_ir's output, and each cell pools exactly its patch."""
-import numpy as np
-import pytest
+
 import jax
 import jax.numpy as jnp
+import numpy as np
+import pytest
 
-from patchfuse_jax.models import DISCRIMINATOR_PRESETS, Discriminator, receptive_field
-from patchfuse_jax.weightmap import ir_weight_map
+from patchfuse_jax.nn.models import DISCRIMINATOR_PRESETS, Discriminator, receptive_field
+from patchfuse_jax.train.weightmap import ir_weight_map
 
 
 def _d_out_hw(layers, h, w):
@@ -21,7 +22,7 @@ def _brute(ir, out_hw, geom, op):
     for i in range(out_hw[0]):
         for j in range(out_hw[1]):
             r0, c0 = i * geom.stride - geom.padding, j * geom.stride - geom.padding
-            patch = ir[max(r0, 0):min(r0 + geom.size, h), max(c0, 0):min(c0 + geom.size, w)]
+            patch = ir[max(r0, 0) : min(r0 + geom.size, h), max(c0, 0) : min(c0 + geom.size, w)]
             out[i, j] = op(patch)
     return out
 
@@ -60,18 +61,21 @@ def test_bad_pooling_names_the_flag():
 def test_pixel_weight_map_against_numpy():
     from scipy import ndimage
 
-    from patchfuse_jax.weightmap import pixel_weight_map
+    from patchfuse_jax.train.weightmap import pixel_weight_map
+
     x = np.random.default_rng(1).random((2, 20, 30, 1)).astype(np.float32)
     got = np.asarray(pixel_weight_map(jnp.asarray(x), 7))[..., 0]
     for k in range(2):  # window mean over the pixels inside the image, then relative warmth
-        s = (ndimage.uniform_filter(x[k, ..., 0].astype(np.float64), 7, mode="constant")
-             / ndimage.uniform_filter(np.ones((20, 30)), 7, mode="constant"))
+        s = ndimage.uniform_filter(x[k, ..., 0].astype(np.float64), 7, mode="constant") / ndimage.uniform_filter(
+            np.ones((20, 30)), 7, mode="constant"
+        )
         want = np.clip((s - s.mean()) / (s.max() - s.mean()), 0, 1)
         np.testing.assert_allclose(got[k], want, atol=1e-5)
 
 
 def test_pixel_weight_map_marks_the_warm_target():
-    from patchfuse_jax.weightmap import pixel_weight_map
+    from patchfuse_jax.train.weightmap import pixel_weight_map
+
     ir = np.full((1, 40, 40, 1), 0.3, np.float32)
     ir[0, 15:25, 15:25] = 0.9  # a warm target on a flat background
     w = np.asarray(pixel_weight_map(jnp.asarray(ir), 5))[0, ..., 0]
