@@ -310,3 +310,31 @@ def prepare_out_dir(path: str | os.PathLike, flag: str = "--out_dir") -> str:
     except OSError as e:
         raise DataError(f"{flag} {path}: folder is not writable ({e.strerror or e})") from None
     return path
+
+
+def has_colour(img: np.ndarray) -> bool:
+    """RGB(A) whose colour channels are not all equal (gray stored as RGB is gray)."""
+    if img.ndim != 3 or img.shape[-1] not in (3, 4):
+        return False
+    return not (np.array_equal(img[..., 0], img[..., 1]) and np.array_equal(img[..., 0], img[..., 2]))
+
+
+def read_pair(ir_path: str, vis_path: str, *, color: bool = True, warp=None, stem: str = ""):
+    """An IR/visible pair of files as ``fuse`` takes it: the IR image gray (:func:`to_gray`: dtype
+    kept, gray stored as RGB exact); the visible image as read when ``color`` and it has colour
+    (:func:`has_colour`; ``fuse`` takes its luma, or its colour with ``color=True``), else gray.
+    ``warp(vis, ir_hw)``: applied to the visible image first (registration onto the IR grid). DataError
+    naming both files when their sizes differ."""
+    ir = to_gray(read_image(ir_path), name=os.fspath(ir_path))
+    vis = read_image(vis_path)
+    if warp is not None:
+        vis = warp(vis, ir.shape[:2])
+    if not (color and has_colour(vis)):
+        vis = to_gray(vis, name=os.fspath(vis_path))
+    if ir.shape[:2] != vis.shape[:2]:
+        stem = stem or os.path.splitext(os.path.basename(ir_path))[0]
+        raise DataError(
+            f"{stem}: ir {ir_path} is {ir.shape[0]}x{ir.shape[1]} but vis {vis_path} is "
+            f"{vis.shape[0]}x{vis.shape[1]} (H x W)"
+        )
+    return ir, vis

@@ -472,8 +472,8 @@ def make_grid(opt) -> bool:
     rows = []
     for i in range(len(folder)):
         ir_p, vis_p = folder.paths(i)
-        ir, vis = io.to_gray(io.read_image(ir_p), name=ir_p), io.read_image(vis_p)
-        gray = io.to_gray(vis, name=vis_p) if vis.ndim == 3 else vis
+        ir, vis = io.read_pair(ir_p, vis_p)
+        gray = io.to_gray(vis, name=vis_p)
         avg = quantize(baselines.average(ir / 255.0, gray / 255.0))
         rows.append((folder.name(i), [ir, vis, avg] + [quantize(fuse(params[k], ir, vis)) for k in runs]))
     cols = ["IR", "visible", "Average", "none", "D+G"]
@@ -529,7 +529,7 @@ def make_scene(opt) -> bool:
     stem = pick_scene(os.path.join(opt.data_dir, "ir"), io.read_split(opt.test_split), size)
     folder = data.PairFolder(opt.data_dir, stems=[stem])
     ir_p, vis_p = folder.paths(0)
-    ir, vis = io.to_gray(io.read_image(ir_p), name=ir_p), io.read_image(vis_p)
+    ir, vis = io.read_pair(ir_p, vis_p)
     params = {k: load_checkpoint(os.path.join(w, workdir.BEST_EXPORT)) for k, w in wds.items()}
     fused = {k: quantize(fuse(p, ir, vis)) for k, p in params.items()}
     mask = significance.warm_mask(ir / 255.0, size)

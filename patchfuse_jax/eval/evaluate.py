@@ -186,13 +186,11 @@ def _evaluate_stem(stem, ir_path, vis_path, jobs, metric_names, save_dir=None):
 def _fuse_model(params, fuse, ir_path, vis_path, stem: str = "") -> np.ndarray:
     """The model's fused image of one pair as uint8; EvaluationError naming the pair when the
     sizes differ or ``fuse`` refuses the input (never a traceback from inside ``fuse``)."""
-    ir = io.to_gray(io.read_image(ir_path), name=ir_path)
-    vis = io.read_image(vis_path)
-    if not (vis.ndim == 2 or vis.shape[-1] == 3):
-        vis = io.to_gray(vis, name=vis_path)
+    try:
+        ir, vis = io.read_pair(ir_path, vis_path, stem=stem)
+    except DataError as e:
+        raise EvaluationError(str(e)) from None
     stem = stem or os.path.splitext(os.path.basename(ir_path))[0]
-    if ir.shape[:2] != vis.shape[:2]:
-        raise EvaluationError(f"{stem}: ir {ir_path} is {_hw(ir)} but vis {vis_path} is {_hw(vis)} (H x W)")
     try:
         fused = fuse(params, ir, vis)
     except ValueError as e:

@@ -204,35 +204,25 @@ def _reflect_pad(x: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     return np.pad(x, widths, mode="reflect") if any(w for _, w in widths) else x
 
 
-def _is_colour(img: np.ndarray) -> bool:
-    """RGB(A) whose colour channels are not all equal (gray stored as RGB is gray)."""
-    if img.ndim != 3 or img.shape[-1] not in (3, 4):
-        return False
-    return not (np.array_equal(img[..., 0], img[..., 1]) and np.array_equal(img[..., 0], img[..., 2]))
-
-
 def _read_pair(stem, ir_path, vis_path, color: bool, warps=None):
-    """The pair as ``fuse`` takes it: IR gray (``io.to_gray``, dtype kept, gray-as-RGB exact);
-    visible RGB(A) when ``color`` and it has colour, else gray. ``warps``: ``(hom, cache)``, the
-    visible image warped onto the IR grid first (as ``fuse(..., homography=)`` does)."""
-    ir = io.to_gray(io.read_image(ir_path), name=ir_path)
-    vis = io.read_image(vis_path)
+    """``io.read_pair``; ``warps``: ``(hom, cache)``, the visible image warped onto the IR grid
+    first (as ``fuse(..., homography=)`` does), one ``align.Warp`` per pair of sizes."""
+    warp = None
     if warps is not None:
         from patchfuse_jax.fusing import align
 
         hom, cache = warps
-        key = (ir.shape[:2], vis.shape[:2])
-        if key not in cache:
-            cache[key] = align.Warp(hom.H, vis.shape[:2], ir.shape[:2])
-        vis = cache[key](vis)
-    if not (color and _is_colour(vis)):
-        vis = io.to_gray(vis, name=vis_path)
-    if ir.shape[:2] != vis.shape[:2]:
-        raise FuseFolderError(
-            f"{stem}: ir {ir_path} is {ir.shape[0]}x{ir.shape[1]} but vis "
-            f"{vis_path} is {vis.shape[0]}x{vis.shape[1]} (H x W)"
-        )
-    return ir, vis
+
+        def warp(vis, ir_hw):
+            key = (ir_hw, vis.shape[:2])
+            if key not in cache:
+                cache[key] = align.Warp(hom.H, vis.shape[:2], ir_hw)
+            return cache[key](vis)
+
+    try:
+        return io.read_pair(ir_path, vis_path, color=color, warp=warp, stem=stem)
+    except io.DataError as e:
+        raise FuseFolderError(str(e)) from None
 
 
 _NAME = re.compile(r"^(ir|vis)(?:\[(\d+)\])?: ")

@@ -83,14 +83,9 @@ class Validator:
         self.pairs = []  # (stem, ir gray uint8/16, vis as read, metric inputs a, b)
         for i in range(len(folder)):
             ir_path, vis_path = folder.paths(i)
-            ir = io.to_gray(io.read_image(ir_path), name=ir_path)
-            vis = io.read_image(vis_path)
-            if not (vis.ndim == 2 or vis.shape[-1] == 3):
-                vis = io.to_gray(vis, name=vis_path)
+            ir, vis = io.read_pair(ir_path, vis_path)
             a = metrics_mod.as_metric_input(ir, name=ir_path)
             b = metrics_mod.as_metric_input(vis, name=vis_path)
-            if a.shape != b.shape:
-                raise data.DataError(f"{ir_path} is {a.shape} but {vis_path} is {b.shape} (H x W)")
             self.pairs.append((folder.name(i), ir, vis, a, b))
         self.panel: dict[str, dict[str, float]] | None = None
         if selection == "mean_rank":
