@@ -51,9 +51,26 @@ def _time(call, repeats: int) -> tuple[float, list[float]]:
     return first, times
 
 
+def _random_paper_model():
+    import jax
+    import jax.numpy as jnp
+
+    from patchfuse_jax.fusing.saved import make_fuse_params
+    from patchfuse_jax.nn.arch import GeneratorArch
+
+    arch = GeneratorArch()  # the paper's (Config's defaults)
+    variables = jax.jit(lambda: arch.generator().init(jax.random.key(0), jnp.zeros((1, 256, 256, 2)), train=False))()
+    return make_fuse_params(variables, arch.as_dict())
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--checkpoint", default="pretrained", help="workdir, exported file or 'pretrained'")
+    p.add_argument(
+        "--checkpoint",
+        default="pretrained",
+        help="workdir, exported file, 'pretrained', or 'random_paper': random weights of the paper's "
+        "architecture (ngf 64, 8 levels, BatchNorm; timings do not depend on the weights' values)",
+    )
     p.add_argument("--sizes", default="512x640,1080x1920", help="HxW list (rows x columns)")
     p.add_argument("--batches", default="1,8")
     p.add_argument("--backends", default="xla,onnxruntime")
@@ -66,7 +83,10 @@ def main() -> None:
 
     from patchfuse_jax import fuse, load_checkpoint, pretrained
 
-    params = pretrained() if args.checkpoint == "pretrained" else load_checkpoint(args.checkpoint)
+    if args.checkpoint == "random_paper":
+        params = _random_paper_model()
+    else:
+        params = pretrained() if args.checkpoint == "pretrained" else load_checkpoint(args.checkpoint)
     m = params.arch.multiple
     session, session_s, tmp = None, 0.0, None
     for backend in args.backends.split(","):

@@ -129,6 +129,23 @@ def test_batchnorm_model_equals_fuse(shared, tmp_path, bn):
     assert np.abs(run_onnx(session, ir, vis, 8) - fuse(params, ir, vis, bn=other)).max() > 1e-2
 
 
+@pytest.mark.parametrize("bn", ["image", "running"])
+def test_fuse_with_the_onnx_runtime_backend_equals_xla(bn):
+    """``fuse(..., backend="onnxruntime")``: the same layouts, colour, batches and tiles, the
+    generator run by ONNX Runtime; equal to the XLA backend within 1e-5 (float32)."""
+    from patchfuse_jax.fusing.api import fuse
+
+    params = _tiny_batchnorm(seed=2)
+    rng = np.random.default_rng(3)
+    ir, vis = rng.integers(0, 256, (2, 37, 45), dtype=np.uint8), rng.integers(0, 256, (2, 37, 45, 3), dtype=np.uint8)
+    for kw in ({}, {"color": True}, {"tile": 16, "overlap": 4}):
+        a = fuse(params, ir, vis, bn, backend="onnxruntime", **kw)
+        b = fuse(params, ir, vis, bn, **kw)
+        assert a.shape == b.shape and np.abs(a - b).max() < 1e-5, kw
+    with pytest.raises(ValueError, match="backend='tpu': expected one of xla, onnxruntime"):
+        fuse(params, ir, vis, backend="tpu")
+
+
 def test_batch_dynamic_shapes_and_opsets(tmp_path):
     """Batches of images are each computed on their own (bn='image'), at any padded size; opsets
     17 and 21 and both forms of the transposed convs give fuse's result."""

@@ -112,6 +112,7 @@ def test_frame_folders_in_and_out_equal_the_library(model, tmp_path, capsys):
         "--start=2",
         "--frames=7",
         "--batch_size=3",
+        "--backend=xla",  # bit-equal to the library's default backend (auto: test below)
     )
     assert rc == 0, err
     assert sorted(os.listdir(tmp_path / "o")) == [f"{i:06d}.png" for i in range(2, 9)]
@@ -147,6 +148,28 @@ def test_frame_folders_in_and_out_equal_the_library(model, tmp_path, capsys):
     assert rc == 0, err
     meta, frames = _read_video(tmp_path / "o.mkv")
     assert meta["fps"] == 10 and len(frames) == 11 and frames[0].shape == (HW[0], 3 * HW[1], 3)
+
+
+def test_videos_default_to_onnx_runtime_when_installed(model, tmp_path, capsys):
+    """The fast path is the default for videos: ONNX Runtime when installed, within one 8-bit
+    level of the XLA backend; --backend=xla is exact; stderr names the backend."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    path, params = model
+    for name, seed, rgb in (("irf", 0, False), ("visf", 1, True)):
+        for i, f in enumerate(_frames(4, seed, rgb)):
+            io.save_image(tmp_path / name / f"frame_{i}.png", f if rgb else f[..., 0])
+    outs = {}
+    for backend in (None, "xla"):
+        out_dir = tmp_path / f"o_{backend}"
+        argv = [f"--ir_video={tmp_path / 'irf'}", f"--vis_video={tmp_path / 'visf'}", f"--out={out_dir}"]
+        argv += [f"--checkpoint={path}", "--color"] + ([f"--backend={backend}"] if backend else [])
+        rc, out, err = _run(capsys, *argv)
+        assert rc == 0, err
+        assert f"backend: {backend or 'onnxruntime'}" in err
+        outs[backend] = [io.read_image(out_dir / f"{i:06d}.png").astype(int) for i in range(4)]
+    for a, b in zip(outs[None], outs["xla"]):
+        assert np.abs(a - b).max() <= 1
 
 
 def test_mismatched_lengths_error_or_drop(model, tmp_path, capsys):

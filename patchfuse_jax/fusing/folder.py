@@ -102,6 +102,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="BatchNorm statistics: each image's own (default, as in training at batch 1) or the saved running averages",
     )
     p.add_argument(
+        "--backend",
+        choices=options.BACKEND_CHOICES,
+        default=None,
+        help="the generator's runtime: xla (JAX; default for folders), onnxruntime (the same function "
+        "exported to ONNX; often faster on CPU), or auto (onnxruntime when installed; default for videos)",
+    )
+    p.add_argument(
         "--batch_size",
         type=int,
         default=DEFAULT_BATCH_SIZE,
@@ -286,6 +293,7 @@ def fuse_folder(
     progress=True,
     params=None,
     homography=None,
+    backend="xla",
 ) -> Report:
     """Fuses every pair of ``ir_dir`` / ``vis_dir`` (or the stems of the ``split`` file) into
     ``out_dir/<stem>.png``; see the module docstring. ``params`` (``FuseParams``) replaces
@@ -316,6 +324,7 @@ def fuse_folder(
     from patchfuse_jax.fusing.api import fuse as fuse_fn
 
     kwargs = dict(bn=bn, color=color, tile=tile, overlap=overlap, ir_norm=ir_norm, percentiles=tuple(percentiles))
+    kwargs["backend"] = options.resolve_backend(backend)
     out_path = {s: os.path.join(out_dir, s + OUT_EXT) for s in pairs}
     pending = {s: p for s, p in pairs.items() if overwrite or not os.path.exists(out_path[s])}
     hw = _check_sizes(pending, hom)  # size mismatches and unreadable headers, before computing
@@ -328,7 +337,7 @@ def fuse_folder(
     # All checked: from here on only an image that cannot be decoded stops the run.
     report = Report(out_dir, model=model)
     report.skipped = [s for s in pairs if s not in pending]
-    options.stderr(f"{options.PROG}: model: {model}")
+    options.stderr(f"{options.PROG}: model: {model}; backend: {kwargs['backend']}")
     if report.skipped:
         options.stderr(
             f"{options.PROG}: skipping {len(report.skipped)} of {len(pairs)} pair(s) whose output "

@@ -41,8 +41,7 @@ from typing import Any
 import numpy as np
 
 from patchfuse_jax.checkpoint import CheckpointError
-from patchfuse_jax.fusing.api import BN_MODES, DEFAULT_BN
-from patchfuse_jax.fusing.saved import FuseParams
+from patchfuse_jax.fusing.saved import BN_MODES, DEFAULT_BN, FuseParams
 from patchfuse_jax.io import write_bytes_atomic
 
 FORMAT = "patchfuse_jax.onnx_generator"
@@ -425,6 +424,31 @@ def onnx_session(
         raise OnnxExportError(f"{path}: ONNX Runtime cannot load it ({' '.join(str(e).split())[:200]})") from None
 
 
+_SESSIONS: dict = {}  # (weights, arch, bn, threads) -> InferenceSession, for generator_session
+
+
+def generator_session(params: FuseParams, bn: str = DEFAULT_BN, threads: int = 0):
+    """The generator of ``params`` run by ONNX Runtime, with the signature of
+    ``fusing.api.generator_fn``'s functions: ``(variables, x (B, H, W, 2)) -> (B, H, W, 1)``
+    float32, ``x`` padded to a multiple of ``2**num_downs`` (``variables`` is ignored: the
+    weights are in the graph). The session (the model built in memory, not written to disk) is
+    made once per weights, ``bn`` mode and thread count and kept for the process."""
+    ort = _require("onnxruntime")
+    key = (weights_sha256(params), params.arch, _effective_bn(bn, params.arch.as_dict()), int(threads))
+    if key not in _SESSIONS:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = int(threads)
+        data = onnx_model(params, bn=bn).SerializeToString()
+        _SESSIONS[key] = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+    session = _SESSIONS[key]
+
+    def run(variables, x):
+        x = np.ascontiguousarray(np.asarray(x, np.float32).transpose(0, 3, 1, 2))
+        return session.run([OUTPUT], {INPUT: x})[0].transpose(0, 2, 3, 1)
+
+    return run
+
+
 def run_onnx(session, ir: np.ndarray, vis: np.ndarray, pad_multiple: int) -> np.ndarray:
     """``float32 (B, H, W)`` [0, 1] IR and visible luma -> fused ``(B, H, W)``: reflect-pads to
     a multiple of ``pad_multiple`` (bottom/right), runs ``session``, crops back."""
@@ -442,6 +466,7 @@ __all__ = [
     "OnnxExportError",
     "check_onnx",
     "export_onnx",
+    "generator_session",
     "onnx_model",
     "onnx_session",
     "read_onnx_metadata",

@@ -91,5 +91,27 @@ SHARED = (
 
 
 def shared_kwargs(args: argparse.Namespace) -> dict:
-    """``{name: args.name}`` for the ``SHARED`` options."""
-    return {k: getattr(args, k) for k in SHARED}
+    """``{name: args.name}`` for the ``SHARED`` options, and ``backend`` when given (else the
+    work function's default: ``xla`` for folders, ``auto`` for videos)."""
+    kwargs = {k: getattr(args, k) for k in SHARED}
+    if getattr(args, "backend", None):
+        kwargs["backend"] = args.backend
+    return kwargs
+
+
+BACKEND_CHOICES = ("auto", "xla", "onnxruntime")
+
+
+def resolve_backend(backend: str) -> str:
+    """``auto``: ONNX Runtime when ``onnx`` and ``onnxruntime`` are installed (the same function,
+    faster on CPU), else XLA; ``xla`` / ``onnxruntime`` as given (``fusing.api.fuse``)."""
+    import importlib.util
+
+    if backend not in BACKEND_CHOICES:
+        raise FuseFolderError(f"--backend={backend}: expected one of {', '.join(BACKEND_CHOICES)}")
+    missing = [m for m in ("onnx", "onnxruntime") if importlib.util.find_spec(m) is None]
+    if backend == "auto":
+        return "xla" if missing else "onnxruntime"
+    if backend == "onnxruntime" and missing:
+        raise FuseFolderError(f"--backend=onnxruntime needs {' and '.join(missing)}: pip install 'patchfuse_jax[onnx]'")
+    return backend

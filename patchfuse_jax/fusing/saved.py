@@ -61,6 +61,11 @@ class NoPretrainedWeights(CheckpointError):
 
 # --- In memory ------------------------------------------------------------------------------
 
+# How ``fuse`` may normalise a BatchNorm generator (``patchfuse_jax.fusing.api``): with the
+# running statistics saved in training, or with each image's own.
+BN_MODES = ("running", "image")
+DEFAULT_BN = "image"
+
 
 @flax.struct.dataclass
 class FuseParams:
@@ -416,6 +421,8 @@ def pretrained(path: str | os.PathLike | None = None) -> FuseParams:
 
 
 __all__ = [
+    "BN_MODES",
+    "DEFAULT_BN",
     "FORMAT",
     "FORMAT_VERSION",
     "FuseParams",

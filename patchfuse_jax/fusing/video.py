@@ -366,6 +366,7 @@ def fuse_video(
     overwrite=False,
     progress=True,
     params=None,
+    backend="auto",
 ) -> dict:
     """Fuses two videos / frame folders into ``out`` (module docstring). Returns a summary dict:
     ``out``, ``written`` (frames), ``skipped``, ``fps``, ``model``."""
@@ -424,8 +425,9 @@ def fuse_video(
     from patchfuse_jax.fusing.api import fuse as fuse_fn
 
     kwargs = dict(bn=bn, color=color, tile=tile, overlap=overlap, ir_norm=ir_norm, percentiles=tuple(percentiles))
+    kwargs["backend"] = options.resolve_backend(backend)
     indices = list(range(start, start + len(plan.pairs)))
-    options.stderr(f"{options.PROG}: model: {model}")
+    options.stderr(f"{options.PROG}: model: {model}; backend: {kwargs['backend']}")
     options.stderr(
         f"{options.PROG}: {ir.describe()} + {vis.describe()} -> {out}: {len(indices)} frame pair(s) at {plan.fps:g} fps"
     )
