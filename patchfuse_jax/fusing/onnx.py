@@ -443,8 +443,11 @@ def generator_session(params: FuseParams, bn: str = DEFAULT_BN, threads: int = 0
     session = _SESSIONS[key]
 
     def run(variables, x):
-        x = np.ascontiguousarray(np.asarray(x, np.float32).transpose(0, 3, 1, 2))
-        return session.run([OUTPUT], {INPUT: x})[0].transpose(0, 2, 3, 1)
+        # One image per call: ONNX Runtime's CPU kernels ran batches slower per frame than
+        # single images (docs/onnx.md, "Speed"), and the results do not depend on the batch.
+        x = np.asarray(x, np.float32).transpose(0, 3, 1, 2)
+        ys = [session.run([OUTPUT], {INPUT: np.ascontiguousarray(x[i : i + 1])})[0] for i in range(len(x))]
+        return np.concatenate(ys).transpose(0, 2, 3, 1)
 
     return run
 
