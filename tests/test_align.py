@@ -105,8 +105,8 @@ def test_known_warps_of_a_few_real_pairs_are_recovered(shared):
     cases = [(shared("tno"), "01.png", "rotation", 1), (shared("roadscene"), "FLIR_04968.jpg", "shift", 3)]
     rel, _ = _recovery(cases)
     # A smoke test (a fit that locks onto a wrong homography is off by 10s of px); the 1.5 px
-    # rate is the slow test's. TNO 01 under a 5 deg rotation: 2.6 px (both fits ~10 px from the
-    # identity, the pair's own misregistration, and 2.6 px apart in the perspective terms).
+    # rate is the slow test's. TNO 01 under a 5 deg rotation: 1.9 px (both fits ~10 px from the
+    # identity, the pair's own misregistration, and 1.9 px apart in the perspective terms).
     assert np.all(rel <= 3.0), rel
 
 
@@ -123,9 +123,10 @@ def test_known_warps_of_44_real_pairs_are_recovered(shared):
         f"median {np.median(rel):.2f} px, {per_fit:.1f} s a fit (against A alone: median "
         f"{np.median(absolute):.2f} px)"
     )
-    # Issue 22 asks for >= 90 %; measured 84.1 % (37/44) on 2026-12-05 (docs/deploy.md). This
-    # guards what is reached, not the target: the issue stays open until it is met.
-    assert len(rel) >= 40 and np.mean(rel <= 1.5) >= 0.8
+    # Issue 22 asks for >= 90 %; measured 93.2 % (41/44; mean 2.84 px, median 0.43 px) on
+    # 2026-12-05 (docs/deploy.md). Left: a pair with strong parallax whose two basins ~20 px apart
+    # score alike, a parallax scene under a perspective warp (5 px), a smoke-covered TNO pair.
+    assert len(rel) >= 40 and np.mean(rel <= 1.5) >= 0.9
 
 
 def test_monomodal_warp_is_recovered_exactly():

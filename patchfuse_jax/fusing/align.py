@@ -15,9 +15,12 @@ image are filled with 0 (black).
   up to 12 % of the size, by FFT normalised cross-correlation), plus the identity, plus OpenCV
   feature matches (ORB/SIFT/AKAZE on gradient maps + RANSAC) when OpenCV is installed (optional
   extra ``[align]``); ECC (enhanced correlation coefficient, Evangelidis & Psarakis 2008) from
-  each start; the candidates ranked by whole-frame correlation (ECC alone favours answers that
-  shrink the overlap), the best two refined one level finer and ranked again, the winner refined
-  to the full homography coarse to fine. numpy/scipy, float64.
+  each start (a step that lowers the correlation is halved: monotone ascent); the candidates
+  ranked by whole-frame correlation (ECC alone favours answers that shrink the overlap), the best
+  four refined one level finer and ranked again, the winner refined to the full homography coarse
+  to fine; at full size, the mean of the optima reached from it and from four symmetric
+  perturbations of it (weak multimodal texture leaves a plateau of near-equal optima; its centre
+  is a steadier answer than wherever one run stops). numpy/scipy, float64.
 * From points (:func:`homography_from_points`, :func:`read_points`): least-squares DLT on
   Hartley-normalised coordinates; exact for exact points.
 * Quality (:func:`edge_overlap`): normalised cross-correlation of the gradient magnitudes of the
@@ -86,27 +89,6 @@ def corner_error(H_est: np.ndarray, H_true: np.ndarray, vis_hw: tuple[int, int])
 def _normalised(H: np.ndarray) -> np.ndarray:
     H = np.asarray(H, np.float64)
     return H / H[2, 2] if abs(H[2, 2]) > 1e-12 else H
-
-
-def _bilinear(imgs: list[np.ndarray], u: np.ndarray, v: np.ndarray):
-    """Samples ``(h, w)`` or ``(h, w, C)`` images at ``x = u``, ``y = v`` (any shape);
-    returns the samples (float64) and the mask of points inside the image."""
-    h, w = imgs[0].shape[:2]
-    ok = (u >= -1e-6) & (u <= w - 1 + 1e-6) & (v >= -1e-6) & (v <= h - 1 + 1e-6)
-    uc, vc = np.clip(u, 0, w - 1), np.clip(v, 0, h - 1)
-    j0 = np.minimum(np.floor(uc).astype(np.intp), max(w - 2, 0))
-    i0 = np.minimum(np.floor(vc).astype(np.intp), max(h - 2, 0))
-    j1, i1 = np.minimum(j0 + 1, w - 1), np.minimum(i0 + 1, h - 1)
-    fu, fv = uc - j0, vc - i0
-    out = []
-    for img in imgs:
-        a = img.astype(np.float64, copy=False)
-        wu = fu[(...,) + (None,) * (a.ndim - 2)]
-        wv = fv[(...,) + (None,) * (a.ndim - 2)]
-        top = a[i0, j0, ...] * (1 - wu) + a[i0, j1, ...] * wu
-        bot = a[i1, j0, ...] * (1 - wu) + a[i1, j1, ...] * wu
-        out.append(top * (1 - wv) + bot * wv)
-    return out, ok
 
 
 def _source_coords(H: np.ndarray, out_hw: tuple[int, int]):
@@ -383,6 +365,7 @@ def read_points(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
 
 _MODELS = {"translation": [2, 5], "affine": [0, 1, 2, 3, 4, 5], "homography": list(range(8))}
 _UP = np.array([[2.0, 0, 0.5], [0, 2.0, 0.5], [0, 0, 1]])  # coarse -> fine pixel coordinates
+ECC_HALVINGS = 4  # an ECC step that lowers the correlation is halved up to this many times
 
 
 def _down(g: np.ndarray) -> np.ndarray:
@@ -413,11 +396,16 @@ def _ecc(
 ) -> tuple[np.ndarray, float]:
     """ECC: maximises the correlation of ``T(x)`` and ``I(W x)`` over ``W`` (3x3, T grid -> I
     grid), starting at ``W``; returns the best ``W`` and its correlation. Large templates are
-    sampled on a regular grid of about ``max_px`` pixels (the gradients stay full-resolution)."""
+    sampled on a regular grid of about ``max_px`` pixels (the gradients stay full-resolution).
+    A step that lowers the correlation is halved from the best point (up to ``ECC_HALVINGS``
+    times): ECC's Gauss-Newton step overshoots along the weakly determined perspective terms,
+    and without this the fit stalls wherever the first overshoot happens."""
     h, w = T.shape
-    Iy, Ix = np.gradient(I)
     Nt, Ni = _norm_matrix(T.shape), _norm_matrix(I.shape)
     si = 1.0 / Ni[0, 0]
+    Iy, Ix = np.gradient(I)
+    IG = np.stack([Ix * si, Iy * si], axis=-1)  # gradients in normalised coordinates
+    hi, wi = I.shape
     step = max(1, int(np.sqrt(h * w / max_px)))
     yy, xx = np.mgrid[0:h:step, 0:w:step]
     xn = xx.ravel() * Nt[0, 0] + Nt[0, 2]
@@ -425,8 +413,8 @@ def _ecc(
     tflat = T[::step, ::step].ravel()
     P = Ni @ _normalised(W) @ np.linalg.inv(Nt)
     P = P / P[2, 2]
-    cols = _MODELS[model]
-    best = (P.copy(), -np.inf)
+    cols = np.asarray(_MODELS[model])
+    best, best_rho, best_dp, frac = P.copy(), -np.inf, None, 1.0
     cpts = apply(Nt, corners(T.shape))
     for _ in range(iters):
         den = P[2, 0] * xn + P[2, 1] * yn + 1.0
@@ -434,49 +422,67 @@ def _ecc(
         den = np.where(front, den, 1.0)
         un = (P[0, 0] * xn + P[0, 1] * yn + P[0, 2]) / den
         vn = (P[1, 0] * xn + P[1, 1] * yn + P[1, 2]) / den
-        (iw, gx, gy), ok = _bilinear([I, Ix, Iy], (un - Ni[0, 2]) * si, (vn - Ni[1, 2]) * si)
-        ok &= front
-        if ok.sum() < 50:
-            break
-        t, iw, gx, gy = tflat[ok], iw[ok], gx[ok] * si, gy[ok] * si
-        x, y, d, u, v = xn[ok], yn[ok], den[ok], un[ok], vn[ok]
-        t = t - t.mean()
-        iw = iw - iw.mean()
-        tn, inn = np.linalg.norm(t), np.linalg.norm(iw)
-        if tn == 0 or inn == 0:
-            break
-        corr = float(t @ iw)
-        rho = corr / (tn * inn)
-        if rho > best[1]:
-            best = (P.copy(), rho)
-        g = np.empty((len(t), 8))
-        g[:, 0], g[:, 1], g[:, 2] = x * gx / d, y * gx / d, gx / d
-        g[:, 3], g[:, 4], g[:, 5] = x * gy / d, y * gy / d, gy / d
-        r = (u * gx + v * gy) / d
-        g[:, 6], g[:, 7] = -x * r, -y * r
-        G = g[:, cols]
-        G -= G.mean(axis=0)
-        Hs = G.T @ G
-        try:
-            ip = G.T @ iw
-            tp = G.T @ t
-            iph = np.linalg.solve(Hs, ip)
-            lam_n = inn**2 - ip @ iph
-            lam_d = corr - tp @ iph
-            if lam_d <= 0:
+        ui, vi = (un - Ni[0, 2]) * si, (vn - Ni[1, 2]) * si
+        ok = front & (ui >= -1e-6) & (ui <= wi - 1 + 1e-6) & (vi >= -1e-6) & (vi <= hi - 1 + 1e-6)
+        rho = -np.inf
+        if ok.sum() >= 50:
+            # bilinear sampling inside the image (the gradients only when they are needed)
+            ui, vi = np.clip(ui[ok], 0, wi - 1), np.clip(vi[ok], 0, hi - 1)
+            j0 = np.minimum(ui.astype(np.intp), max(wi - 2, 0))
+            i0 = np.minimum(vi.astype(np.intp), max(hi - 2, 0))
+            fu, fv = ui - j0, vi - i0
+            i1, j1 = np.minimum(i0 + 1, hi - 1), np.minimum(j0 + 1, wi - 1)
+            w00, w01, w10, w11 = (1 - fu) * (1 - fv), fu * (1 - fv), (1 - fu) * fv, fu * fv
+            iw = I[i0, j0] * w00 + I[i0, j1] * w01 + I[i1, j0] * w10 + I[i1, j1] * w11
+            t = tflat[ok]
+            t = t - t.mean()
+            iw = iw - iw.mean()
+            tn, inn = np.sqrt(t @ t), np.sqrt(iw @ iw)
+            if tn > 0 and inn > 0:
+                corr = float(t @ iw)
+                rho = corr / (tn * inn)
+        if rho <= best_rho:
+            # worse than the best: retry a shorter step from it
+            frac *= 0.5
+            if best_dp is None or frac < 0.5**ECC_HALVINGS:
                 break
-            err = (lam_n / lam_d) * t - iw
-            dp = np.linalg.solve(Hs, G.T @ err)
-        except np.linalg.LinAlgError:
-            break
-        new = P.copy()
-        new.flat[np.asarray(cols)] += dp
-        moved = np.abs(apply(new, cpts) - apply(P, cpts)).max() * si
+            new = best.copy()
+            new.flat[cols] += frac * best_dp
+        else:
+            best, best_rho, frac = P.copy(), rho, 1.0
+            x, y, d, u, v = xn[ok], yn[ok], den[ok], un[ok], vn[ok]
+            gx, gy = (
+                IG[i0, j0] * w00[:, None]
+                + IG[i0, j1] * w01[:, None]
+                + IG[i1, j0] * w10[:, None]
+                + IG[i1, j1] * w11[:, None]
+            ).T
+            gx, gy = gx / d, gy / d
+            r = u * gx + v * gy
+            g = np.stack([x * gx, y * gx, gx, x * gy, y * gy, gy, -x * r, -y * r], axis=1)
+            G = g[:, cols] if len(cols) < 8 else g
+            G -= G.mean(axis=0)
+            Hs = G.T @ G
+            try:
+                ip = G.T @ iw
+                tp = G.T @ t
+                iph = np.linalg.solve(Hs, ip)
+                lam_n = inn**2 - ip @ iph
+                lam_d = corr - tp @ iph
+                if lam_d <= 0:
+                    break
+                err = (lam_n / lam_d) * t - iw
+                best_dp = np.linalg.solve(Hs, G.T @ err)
+            except np.linalg.LinAlgError:
+                break
+            new = P.copy()
+            new.flat[cols] += best_dp
+        moved = np.abs(apply(new, cpts) - apply(best, cpts)).max() * si
         P = new
         if moved < tol:
             break
-    W_best = np.linalg.inv(Ni) @ best[0] @ Nt
-    return W_best / W_best[2, 2], best[1]
+    W_best = np.linalg.inv(Ni) @ best @ Nt
+    return W_best / W_best[2, 2], best_rho
 
 
 def _box_sums(a: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -623,6 +629,17 @@ RUNNER_UP_PX = 3.0  # candidates further apart than this (full px) are different
 AMBIGUOUS_MARGIN = 0.02  # a distant runner-up within this of the best: a warning
 ANGLES_DEG = tuple(np.arange(-6.0, 6.01, 1.5))  # the global search's rotations ...
 SCALES = (0.9, 0.95, 1.0, 1.05, 1.1)  # ... and scales (about the image centre)
+JUDGED = 4  # this many distinct coarse answers are refined one level finer and ranked again
+PLATEAU_PX = 3.0  # the final fit averages the optima from starts with corners this far off
+_PLATEAU_PATTERNS = np.array(
+    [
+        [[1, 0], [1, 0], [-1, 0], [-1, 0]],  # corner offsets (x, y):
+        [[0, 1], [0, -1], [0, -1], [0, 1]],  # shears in x and in y,
+        [[-1, -1], [1, -1], [1, 1], [-1, 1]],  # scale,
+        [[1, -1], [1, 1], [-1, 1], [-1, -1]],
+    ],  # rotation
+    np.float64,
+)
 
 
 def _pyramids(a, b, min_size):
@@ -639,12 +656,32 @@ def _lift(W, levels: int):
     return W
 
 
+def _plateau_centre(T: np.ndarray, I: np.ndarray, W: np.ndarray, iters: int) -> np.ndarray:
+    """The mean of the ECC optima (homography) reached from ``W`` and from ``W`` with its corners
+    moved by ``PLATEAU_PX`` in four zero-mean patterns (two shears, a scale, a rotation), as a
+    homography through the mean corners. On weak multimodal texture the correlation has a
+    plateau of near-equal local optima a pixel or two apart; one run stops wherever it lands on
+    it, the mean of symmetric starts is its centre (the answer then depends much less on
+    resampling and on which border content the overlap includes)."""
+    c = corners(T.shape)
+    Hc = np.linalg.inv(W)
+    mapped = [apply(Hc, c)]
+    for p in _PLATEAU_PATTERNS:
+        Hp = homography_from_points(c, mapped[0] + PLATEAU_PX * p)
+        Wp, rho = _ecc(T, I, np.linalg.inv(Hp), "homography", iters)
+        if np.isfinite(rho):  # else the start itself was unusable: no optimum to count
+            mapped.append(apply(np.linalg.inv(Wp), c))
+    H = homography_from_points(c, np.mean(mapped, axis=0))
+    return np.linalg.inv(H)
+
+
 def estimate(ir, vis, *, min_size: int = 100, iters: int = 30, use_opencv: bool = True) -> Fit:
     """Automatic registration (module docstring): a global search over rotation, scale and shift
     on the coarsest pyramid level (shorter side >= ``min_size``), plus OpenCV feature matches
     when installed and ``use_opencv``, plus the identity; affine ECC from each start, ranked by
-    whole-frame correlation; the best two refined one level finer and ranked again; the winner
-    refined to a homography at full size. Returns a :class:`Fit`."""
+    whole-frame correlation; the best ``JUDGED`` refined one level finer and ranked again; the
+    winner refined to a homography at full size, where the optima from it and from perturbed
+    starts are averaged (:func:`_plateau_centre`). Returns a :class:`Fit`."""
     a, b = _gray64(ir, "ir"), _gray64(vis, "vis")
     pa, pb = _pyramids(a, b, min_size)
     s = len(pa) - 1
@@ -661,7 +698,7 @@ def estimate(ir, vis, *, min_size: int = 100, iters: int = 30, use_opencv: bool 
     for W in starts:
         W, _ = _ecc(fa[s], fb[s], W, "affine", iters // 2)
         done.append((_frame_score(fa[s], fb[s], W), W))
-    done = _distinct(done, fa[s].shape, 2, 1.0)
+    done = _distinct(done, fa[s].shape, JUDGED, 1.0)
     j = max(s - 1, 0)  # the judging level
     judged = []
     for _, W in done:
@@ -676,6 +713,7 @@ def estimate(ir, vis, *, min_size: int = 100, iters: int = 30, use_opencv: bool 
         if level < j:
             W = _UP @ W @ np.linalg.inv(_UP)
         W, _ = _ecc(fa[level], fb[level], W, "homography", iters)
+    W = _plateau_centre(fa[0], fb[0], W, iters)
     H = np.linalg.inv(W)
     H = H / H[2, 2]
     return Fit(H, float(score), far[0][0] if far else None, far[0][1] if far else None, "ecc+opencv" if n_cv else "ecc")
