@@ -86,20 +86,6 @@ def checkpoint_steps(workdir: str) -> list[int]:
     return sorted(int(x) for x in os.listdir(d) if x.isdigit()) if os.path.isdir(d) else []
 
 
-def readable_steps(workdir: str) -> list[int]:
-    """:func:`checkpoint_steps` whose step folder has its commit marker and a parseable config
-    (a cheap first check; ``Checkpoints.latest_readable_step`` also reads the state's metadata)."""
-    out = []
-    for step in checkpoint_steps(workdir):
-        d = os.path.join(workdir, CHECKPOINTS, str(step))
-        if (
-            os.path.exists(os.path.join(d, "_CHECKPOINT_METADATA"))
-            and read_json(os.path.join(d, "config", "metadata")) is not None
-        ):
-            out.append(step)
-    return out
-
-
 def is_finished(workdir: str) -> bool:
     """The run reached its ``num_steps`` and wrote its validation-selected export."""
     cfg, steps = read_json(os.path.join(workdir, CONFIG)), checkpoint_steps(workdir)
@@ -127,6 +113,5 @@ __all__ = [
     "read_json",
     "read_jsonl",
     "read_metrics",
-    "readable_steps",
     "write_jsonl",
 ]

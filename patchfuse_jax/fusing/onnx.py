@@ -425,6 +425,16 @@ def onnx_session(
 
 
 _SESSIONS: dict = {}  # (weights, arch, bn, threads) -> InferenceSession, for generator_session
+# id(variables) -> (variables, weights_sha256): a loaded model is hashed once, not per fuse call
+# (holding the variables keeps the id from being reused).
+_HASHES: dict = {}
+
+
+def _weights_key(params: FuseParams) -> str:
+    entry = _HASHES.get(id(params.variables))
+    if entry is None or entry[0] is not params.variables:
+        entry = _HASHES[id(params.variables)] = (params.variables, weights_sha256(params))
+    return entry[1]
 
 
 def generator_session(params: FuseParams, bn: str = DEFAULT_BN, threads: int = 0):
@@ -434,7 +444,7 @@ def generator_session(params: FuseParams, bn: str = DEFAULT_BN, threads: int = 0
     weights are in the graph). The session (the model built in memory, not written to disk) is
     made once per weights, ``bn`` mode and thread count and kept for the process."""
     ort = _require("onnxruntime")
-    key = (weights_sha256(params), params.arch, _effective_bn(bn, params.arch.as_dict()), int(threads))
+    key = (_weights_key(params), params.arch, _effective_bn(bn, params.arch.as_dict()), int(threads))
     if key not in _SESSIONS:
         options = ort.SessionOptions()
         options.intra_op_num_threads = int(threads)
