@@ -39,6 +39,26 @@ def test_ycbcr_known_values_and_round_trip():
     np.testing.assert_allclose(io.rgb_to_ycbcr(x)[:, 0], io.luma_bt601(x), atol=1e-15)
 
 
+def test_float32_colour_conversion_equals_the_float64_reference():
+    """fuse's colour path (layouts._chroma, layouts.to_rgb: float32, in row blocks) is within
+    1e-6 of io.rgb_to_ycbcr / io.ycbcr_to_rgb (float64), for uint8, uint16 and float input."""
+    rng = np.random.default_rng(5)
+    for rgb, unit in (
+        (rng.integers(0, 256, (150, 37, 3), dtype=np.uint8), 255.0),
+        (rng.integers(0, 65536, (70, 41, 3), dtype=np.uint16), 65535.0),
+        (rng.random((67, 23, 3)).astype(np.float32), 1.0),
+    ):
+        ycc = io.rgb_to_ycbcr(rgb / unit)
+        chroma = layouts._chroma(rgb, "vis")
+        assert chroma.shape == (2,) + rgb.shape[:2] and chroma.dtype == np.float32
+        np.testing.assert_allclose(chroma.transpose(1, 2, 0), ycc[..., 1:], atol=1e-6)
+        y = rng.random(rgb.shape[:2])
+        want = io.ycbcr_to_rgb(np.concatenate([y[..., None], ycc[..., 1:]], -1)).clip(0, 1)
+        got = layouts.to_rgb(y[None].astype(np.float32), chroma[None])[0]
+        assert got.dtype == np.float32 and got.min() >= 0.0 and got.max() <= 1.0
+        np.testing.assert_allclose(got, want, atol=1e-6)
+
+
 def test_color_output_keeps_visible_chroma_and_gray_fused_luma(params):
     rng = np.random.default_rng(0)
     ir = rng.integers(0, 256, (21, 34), dtype=np.uint8)

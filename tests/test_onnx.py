@@ -17,9 +17,11 @@ onnx = pytest.importorskip("onnx")
 from patchfuse_jax import fuse, io, pretrained  # noqa: E402
 from patchfuse_jax.__main__ import main  # noqa: E402
 from patchfuse_jax.fusing.onnx import (  # noqa: E402
+    TRANSPOSE_FORMS,
     OnnxExportError,
     check_onnx,
     export_onnx,
+    onnx_model,
     onnx_session,
     read_onnx_metadata,
     run_onnx,
@@ -171,6 +173,27 @@ def test_batch_dynamic_shapes_and_opsets(tmp_path):
         export_onnx(params, tmp_path / "x.onnx", opset=9)
     with pytest.raises(ValueError, match="bn='train'"):
         export_onnx(params, tmp_path / "x.onnx", bn="train")
+
+
+@pytest.mark.parametrize("input_skip", [False, True])
+@pytest.mark.parametrize("output", ["direct", "residual_average"])
+@pytest.mark.parametrize("upsample", ["transpose", "resize"])
+def test_every_supported_generator_option_equals_fuse(input_skip, output, upsample):
+    """Each generator option the exporter supports, in both transposed-conv forms (the phase form
+    computes the outermost level at half size when there is an input skip), equals fuse."""
+    arch = dict(num_downs=3, ngf=8, norm="instance", upsample=upsample, input_skip=input_skip, output=output)
+    rng = np.random.default_rng(4)
+    v = Generator(**arch).init(jax.random.key(4), jnp.zeros((1, 8, 8, 2)), train=False)
+    v = jax.tree_util.tree_map(lambda a: np.asarray(a + 0.2 * rng.standard_normal(a.shape), np.float32), v)
+    params = make_fuse_params(v, arch, step=3)
+    ir, vis = rng.random((2, 2, 29, 43)).astype(np.float32)
+    want = fuse(params, ir, vis)
+    for transpose in TRANSPOSE_FORMS:
+        model = onnx_model(params, transpose=transpose)
+        half_size_tail = input_skip and upsample == "transpose" and transpose == "phases"
+        assert ("SpaceToDepth" in {n.op_type for n in model.graph.node}) == half_size_tail
+        session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        assert np.abs(run_onnx(session, ir, vis, 8) - want).max() <= TOL, transpose
 
 
 # --- Bad input -----------------------------------------------------------------------------------

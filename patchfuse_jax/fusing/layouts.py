@@ -34,7 +34,7 @@ LOW_RANGE = 0.05  # warn when an input spans less than this fraction of its dtyp
 @dataclasses.dataclass
 class Prepared:
     """``ir``, ``vis``: ``float32 (B, H, W)`` in [0, 1] (``vis`` is luma Y); ``chroma``:
-    ``float32 (B, H, W, 2)`` visible Cb/Cr for colour output, else None; ``single``: one pair."""
+    ``float32 (B, 2, H, W)`` visible Cb/Cr for colour output, else None; ``single``: one pair."""
 
     ir: np.ndarray
     vis: np.ndarray
@@ -105,26 +105,46 @@ def normalize_ir(ir: np.ndarray, mode: str, percentiles=(1.0, 99.0)) -> np.ndarr
     return np.clip((ir - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
 
 
-ROWS = 256  # colour conversion runs in blocks of rows: float64 temporaries stay small
+ROWS = 64  # colour conversion runs in blocks of rows: the float32 temporaries stay in cache
+
+# Full-range BT.601 (io.rgb_to_ycbcr / io.ycbcr_to_rgb) as float32 coefficients: Cb, Cr rows of
+# the RGB -> YCbCr matrix and the chroma columns of its inverse.
+_KR, _KB = io.BT601[0], io.BT601[2]
+_TO_CB = (np.array([0.0, 0.0, 1.0]) - io.BT601) / (2.0 * (1.0 - _KB))
+_TO_CR = (np.array([1.0, 0.0, 0.0]) - io.BT601) / (2.0 * (1.0 - _KR))
+_CR_TO_R, _CB_TO_B = 2.0 * (1.0 - _KR), 2.0 * (1.0 - _KB)
+_CB_TO_G, _CR_TO_G = -_KB * _CB_TO_B / io.BT601[1], -_KR * _CR_TO_R / io.BT601[1]
 
 
 def _chroma(rgb: np.ndarray, name: str) -> np.ndarray:
-    """``(H, W, 3)`` RGB (uint8/uint16/float) -> float32 ``(H, W, 2)`` BT.601 Cb, Cr."""
-    out = np.empty(rgb.shape[:2] + (2,), np.float32)
+    """``(H, W, 3)`` RGB (uint8/uint16/float) -> float32 ``(2, H, W)`` BT.601 Cb, Cr
+    (``io.rgb_to_ycbcr`` in float32 arithmetic: within 1e-6 of it)."""
+    out = np.empty((2,) + rgb.shape[:2], np.float32)
     for r in range(0, rgb.shape[0], ROWS):
         block = rgb[r : r + ROWS]
         unit = io.to_unit_float(block.astype(np.float32) if block.dtype.kind == "f" else block, name=name)
-        out[r : r + ROWS] = io.rgb_to_ycbcr(unit)[..., 1:]
+        planes = unit[..., 0], unit[..., 1], unit[..., 2]
+        for k, coeffs in enumerate((_TO_CB, _TO_CR)):
+            dst = out[k, r : r + ROWS]
+            np.multiply(planes[0], np.float32(coeffs[0]), out=dst)
+            dst += planes[1] * np.float32(coeffs[1])
+            dst += planes[2] * np.float32(coeffs[2])
     return out
 
 
 def to_rgb(y: np.ndarray, chroma: np.ndarray) -> np.ndarray:
-    """Fused luma ``(..., H, W)`` + Cb/Cr ``(..., H, W, 2)`` -> float32 RGB ``(..., H, W, 3)`` in
-    [0, 1] (``io.ycbcr_to_rgb``, clipped)."""
+    """Fused luma ``(..., H, W)`` + Cb/Cr ``(..., 2, H, W)`` -> float32 RGB ``(..., H, W, 3)`` in
+    [0, 1] (``io.ycbcr_to_rgb`` in float32 arithmetic, clipped; within 1e-6 of it)."""
+    y = np.asarray(y, np.float32)
     out = np.empty(y.shape + (3,), np.float32)
     for r in range(0, y.shape[-2], ROWS):
-        ycc = np.concatenate([y[..., r : r + ROWS, :, None], chroma[..., r : r + ROWS, :, :]], axis=-1)
-        out[..., r : r + ROWS, :, :] = np.clip(io.ycbcr_to_rgb(ycc), 0.0, 1.0)
+        yb, cb, cr = y[..., r : r + ROWS, :], chroma[..., 0, r : r + ROWS, :], chroma[..., 1, r : r + ROWS, :]
+        dst = out[..., r : r + ROWS, :, :]
+        np.add(yb, cr * np.float32(_CR_TO_R), out=dst[..., 0])
+        g = yb + cb * np.float32(_CB_TO_G)
+        np.add(g, cr * np.float32(_CR_TO_G), out=dst[..., 1])
+        np.add(yb, cb * np.float32(_CB_TO_B), out=dst[..., 2])
+        np.clip(dst, 0.0, 1.0, out=dst)
     return out
 
 
