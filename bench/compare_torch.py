@@ -19,10 +19,14 @@ Workloads:
   num_downs=8, ngf=ndf=64, batch 1; ``_ngf16``: ngf=ndf=16. ``demo`` is configs/demo.flags
   (num_downs=4, ngf=ndf=16, pix2pix70, 64x64 crops, batch 4).
 * ``eval_g_256x512``: generator inference on one 256x512 pair with the paper model: ours as
-  ``inference.fuse`` (numpy in/out, as a user calls it) and as the raw jitted
+  ``patchfuse_jax.fuse`` (numpy in/out, as a user calls it) and as the raw jitted
   ``Generator.apply(train=False)`` (compiled with the same ``inference_compiler_options``);
   torch as ``model.eval()`` under ``torch.inference_mode()``.
-  ``ratio`` uses the raw forward, ``ratio_fuse`` uses ``fuse``.
+  ``ratio`` uses the raw forward, ``ratio_fuse`` uses ``fuse`` (``bn="running"``, as torch's eval
+  forward). Also timed, each as a ratio to the same torch forward: ``fuse_image`` (``bn="image"``,
+  fuse's default: every image's own statistics) and, with the ``[onnx]`` extra installed,
+  ``fuse_running_ort`` / ``fuse_image_ort`` (``backend="onnxruntime"``);
+  ``image_vs_running_{xla,ort}`` is the per-image mode's cost relative to running statistics.
 * ``check``: copies Flax weights into the torch networks (small model, odd image size) and
   reports the largest differences of G and D outputs and of the first step's losses, to show
   both sides compute the same thing. Not timed.
@@ -256,6 +260,15 @@ def bench_train(name: str, spec: dict, args) -> dict:
     }
 
 
+def _has_onnxruntime() -> bool:
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def bench_eval(name: str, spec: dict, args) -> dict:
     cfg, state, tt, pg, pd = setup(name, spec)
     variables = {"params": state.g.params, "batch_stats": state.g.batch_stats}
@@ -286,8 +299,22 @@ def bench_eval(name: str, spec: dict, args) -> dict:
         "torch": theirs,
         "ours": lambda: jax.block_until_ready(fwd_c(variables, x)),
         "ours_fuse": lambda: fuse(params, ir2, vis2, bn="running"),
+        # fuse's default BatchNorm mode: each image's own statistics (no torch twin: torch's eval
+        # forward uses running statistics, the speed anchor either way)
+        "ours_fuse_image": lambda: fuse(params, ir2, vis2, bn="image"),
     }
+    if _has_onnxruntime():  # the same fuse calls with the generator run by ONNX Runtime
+        for bn in ("running", "image"):
+            fuse(params, ir2, vis2, bn=bn, backend="onnxruntime")  # builds the session
+            fns[f"ours_fuse_{bn}_ort"] = functools.partial(fuse, params, ir2, vis2, bn, backend="onnxruntime")
     times = interleaved(fns, args.warmup, args.iters)
+    extra = {}
+    for key in [k for k in fns if k.startswith("ours_fuse_")]:
+        extra[f"{key}_ms"] = ms(times[key])
+        extra[f"ratio_{key[5:]}"] = round(ms(times[key]) / ms(times["torch"]), 3)
+    if "ours_fuse_image_ort" in fns:
+        extra["image_vs_running_ort"] = round(ms(times["ours_fuse_image_ort"]) / ms(times["ours_fuse_running_ort"]), 3)
+    extra["image_vs_running_xla"] = round(ms(times["ours_fuse_image"]) / ms(times["ours_fuse"]), 3)
     return {
         "workload": name,
         "kind": "g_eval",
@@ -300,6 +327,7 @@ def bench_eval(name: str, spec: dict, args) -> dict:
         "ratio_fuse": round(ms(times["ours_fuse"]) / ms(times["torch"]), 3),
         "ours_compile_s": round(compile_s, 2),
         "ours_fuse_first_call_s": round(fuse_first_s, 2),
+        **extra,
         **stats("ours", times["ours"]),
         **stats("ours_fuse", times["ours_fuse"]),
         **stats("torch", times["torch"]),

@@ -146,6 +146,17 @@ def test_fuse_with_the_onnx_runtime_backend_equals_xla(bn):
         assert a.shape == b.shape and np.abs(a - b).max() < 1e-5, kw
     with pytest.raises(ValueError, match="backend='tpu': expected one of xla, onnxruntime"):
         fuse(params, ir, vis, backend="tpu")
+    # the video path's session (threads sleep between runs) and fuse_with: the same result
+    from patchfuse_jax.fusing.api import fuse_with
+    from patchfuse_jax.fusing.onnx import generator_session
+
+    from patchfuse_jax.fusing import onnx as onnx_export
+
+    sleeping = generator_session(params, bn, spin=False)
+    assert {key[-1] for key in onnx_export._SESSIONS} == {True, False}  # two sessions, one per setting
+    np.testing.assert_array_equal(
+        fuse_with(sleeping, params, ir, vis, color=True), fuse(params, ir, vis, bn, backend="onnxruntime", color=True)
+    )
 
 
 def test_batch_dynamic_shapes_and_opsets(tmp_path):

@@ -265,7 +265,8 @@ def test_streaming_reads_only_a_batch_ahead(model, tmp_path, capsys, monkeypatch
     def check(fuse_fn, params, irs, viss, kwargs):
         seen.append(len(irs))
         done = sum(seen)
-        assert all(s.read <= done for s in sources), [s.read for s in sources]  # nothing read ahead
+        # decoding runs ahead in a thread, by at most a batch (queued) and the frame in its hand
+        assert all(s.read <= done + 3 + 1 for s in sources), [s.read for s in sources]
         return real_fuse(fuse_fn, params, irs, viss, kwargs)
 
     monkeypatch.setattr(video, "open_source", tracking_open)
@@ -314,3 +315,29 @@ def test_homography_applies_to_every_frame(model, tmp_path, capsys):
         f"--homography={tmp_path / 'away.json'}",
     )
     _one_line_error(rc, err, f"{tmp_path / 'away.json'}: the homography maps the visible image away")
+
+
+def test_prefetch_reads_ahead_in_order_raises_in_the_caller_and_closes_early():
+    """Decoding runs ahead in a thread (video._Prefetch): items in order, the reader's error raised
+    in the caller after the items before it, and close() stops and closes a half-read stream."""
+    closed = []
+
+    def frames(n, fail_at=None):
+        try:
+            for i in range(n):
+                if i == fail_at:
+                    raise video.VideoError(f"ir.mp4: corrupt frame {i}")
+                yield i
+        finally:
+            closed.append(n)
+
+    assert list(video._Prefetch(frames(10), depth=3)) == list(range(10))
+    got, stream = [], video._Prefetch(frames(10, fail_at=6), depth=2)
+    with pytest.raises(video.VideoError, match="ir.mp4: corrupt frame 6"):
+        for item in stream:
+            got.append(item)
+    assert got == [0, 1, 2, 3, 4, 5]
+    stream = video._Prefetch(frames(1000), depth=4)
+    assert next(stream) == 0
+    stream.close()
+    assert not stream.thread.is_alive() and closed == [10, 10, 1000]

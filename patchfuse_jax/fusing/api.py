@@ -114,6 +114,35 @@ def fuse(
         from patchfuse_jax.fusing.onnx import generator_session
 
         fn = generator_session(params, bn)
+    return fuse_with(
+        fn,
+        params,
+        ir,
+        vis,
+        color=color,
+        tile=tile,
+        overlap=overlap,
+        ir_norm=ir_norm,
+        percentiles=percentiles,
+        homography=homography,
+    )
+
+
+def fuse_with(
+    fn,
+    params: FuseParams,
+    ir,
+    vis,
+    *,
+    color: bool = False,
+    tile=None,
+    overlap: int = 32,
+    ir_norm: str = "none",
+    percentiles=(1.0, 99.0),
+    homography=None,
+) -> np.ndarray:
+    """``fuse`` with a given generator function ``fn`` (``generator_fn(arch, bn)`` or
+    ``fusing.onnx.generator_session(params, bn, ...)``): the same inputs, options and result."""
     tile_hw = None if tile is None else tiling.check_tile(tile, overlap, params.arch.multiple)
     if isinstance(ir, jax.Array):
         ir = np.asarray(ir)
@@ -134,4 +163,4 @@ def fuse(
     return y[0] if prep.single else y
 
 
-__all__ = ["BACKENDS", "BN_MODES", "DEFAULT_BN", "fuse", "generator_fn"]
+__all__ = ["BACKENDS", "BN_MODES", "DEFAULT_BN", "fuse", "fuse_with", "generator_fn"]

@@ -21,6 +21,7 @@ warning naming it (for IR, only with ``ir_norm="none"``).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import warnings
 
 import numpy as np
@@ -137,9 +138,10 @@ def to_rgb(y: np.ndarray, chroma: np.ndarray) -> np.ndarray:
     [0, 1] (``io.ycbcr_to_rgb`` in float32 arithmetic, clipped; within 1e-6 of it)."""
     y = np.asarray(y, np.float32)
     out = np.empty(y.shape + (3,), np.float32)
-    for r in range(0, y.shape[-2], ROWS):
-        yb, cb, cr = y[..., r : r + ROWS, :], chroma[..., 0, r : r + ROWS, :], chroma[..., 1, r : r + ROWS, :]
-        dst = out[..., r : r + ROWS, :, :]
+    images = y.reshape(-1, *y.shape[-2:]), chroma.reshape(-1, *chroma.shape[-3:]), out.reshape(-1, *out.shape[-3:])
+    for (yi, ci, oi), r in itertools.product(zip(*images), range(0, y.shape[-2], ROWS)):
+        yb, cb, cr = yi[r : r + ROWS], ci[0, r : r + ROWS], ci[1, r : r + ROWS]
+        dst = oi[r : r + ROWS]
         np.add(yb, cr * np.float32(_CR_TO_R), out=dst[..., 0])
         g = yb + cb * np.float32(_CB_TO_G)
         np.add(g, cr * np.float32(_CR_TO_G), out=dst[..., 1])

@@ -201,26 +201,28 @@ class _Builder:
         ch = k.shape[3]
         bias = [self.const(f"{up_name}/bias", up["bias"])] if "bias" in up else []
 
-        def tail_kernel(src_r: int, src_c: int, channels: slice) -> np.ndarray:
-            n = channels.stop - channels.start
-            w = np.zeros((4, n, 3, 3), np.float32)  # (output phase 2r + c, channel, a, b)
+        def tail_kernel(src_r: int, src_c: int, channels: slice, size: int) -> np.ndarray:
+            # (output phase 2r + c, channel, row offset, column offset); size 2: the offsets that
+            # phase (src_r, src_c) is read at, {0, 1} for phase 0 and {-1, 0} for phase 1; size 3: -1..1
+            w = np.zeros((4, channels.stop - channels.start, size, size), np.float32)
+            first_r, first_c = (-src_r, -src_c) if size == 2 else (-1, -1)
             for r in (0, 1):
                 for c in (0, 1):
                     for dy in (-1, 0, 1):
                         for dx in (-1, 0, 1):
                             if ((r + dy) % 2, (c + dx) % 2) == (src_r, src_c):
-                                a, b = (r + dy) // 2, (c + dx) // 2
-                                w[2 * r + c, :, a + 1, b + 1] = kf[dy + 1, dx + 1, channels, 0]
+                                a, b = (r + dy) // 2 - first_r, (c + dx) // 2 - first_c
+                                w[2 * r + c, :, a, b] = kf[dy + 1, dx + 1, channels, 0]
             return w
 
         terms = []
         for r in (0, 1):
             for c in (0, 1):
                 phase = self.op("Relu", [self.phase_conv(x, k, r, c, bias, up_name)])
-                w = self.const(f"{conv_name}/kernel_from_{r}{c}", tail_kernel(r, c, slice(0, ch)))
-                terms.append(self.op("Conv", [phase, w], kernel_shape=[3, 3], pads=[1] * 4))
+                w = self.const(f"{conv_name}/kernel_from_{r}{c}", tail_kernel(r, c, slice(0, ch), 2))
+                terms.append(self.op("Conv", [phase, w], kernel_shape=[2, 2], pads=[r, c, 1 - r, 1 - c]))
         # SpaceToDepth channel (2r + c) * 2 + i is input channel i at phase (r, c)
-        w_in = np.concatenate([tail_kernel(r, c, slice(ch, ch + 2)) for r in (0, 1) for c in (0, 1)], axis=1)
+        w_in = np.concatenate([tail_kernel(r, c, slice(ch, ch + 2), 3) for r in (0, 1) for c in (0, 1)], axis=1)
         inputs = [self.op("SpaceToDepth", [INPUT], blocksize=2), self.const(f"{conv_name}/kernel_from_input", w_in)]
         if "bias" in fin:
             inputs.append(self.const(f"{conv_name}/bias", np.repeat(fin["bias"], 4)))
@@ -483,17 +485,22 @@ def _weights_key(params: FuseParams) -> str:
     return entry[1]
 
 
-def generator_session(params: FuseParams, bn: str = DEFAULT_BN, threads: int = 0):
+def generator_session(params: FuseParams, bn: str = DEFAULT_BN, threads: int = 0, spin: bool = True):
     """The generator of ``params`` run by ONNX Runtime, with the signature of
     ``fusing.api.generator_fn``'s functions: ``(variables, x (B, H, W, 2)) -> (B, H, W, 1)``
     float32, ``x`` padded to a multiple of ``2**num_downs`` (``variables`` is ignored: the
     weights are in the graph). The session (the model built in memory, not written to disk) is
-    made once per weights, ``bn`` mode and thread count and kept for the process."""
+    made once per weights, ``bn`` mode, thread count and ``spin`` and kept for the process.
+    ``spin=False``: ONNX Runtime's threads sleep between runs instead of spinning, leaving the
+    cores to work done between calls (video decoding and encoding: docs/deploy.md); a single
+    call waits a little longer for them to wake."""
     ort = _require("onnxruntime")
-    key = (_weights_key(params), params.arch, _effective_bn(bn, params.arch.as_dict()), int(threads))
+    key = (_weights_key(params), params.arch, _effective_bn(bn, params.arch.as_dict()), int(threads), bool(spin))
     if key not in _SESSIONS:
         options = ort.SessionOptions()
         options.intra_op_num_threads = int(threads)
+        if not spin:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         data = onnx_model(params, bn=bn).SerializeToString()
         _SESSIONS[key] = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
     session = _SESSIONS[key]

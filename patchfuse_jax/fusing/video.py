@@ -25,11 +25,15 @@ and exits with status 130.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
+import functools
 import math
 import os
+import queue
 import re
 import signal
 import sys
+import threading
 import warnings
 from dataclasses import dataclass
 
@@ -41,6 +45,9 @@ from patchfuse_jax.fusing import options
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".mov", ".avi")
 DEFAULT_FPS = 25.0
 QUALITY = 7  # imageio-ffmpeg's 0..10 scale: libx264 -crf 15
+# libx264's speed preset: at the same -crf, "veryfast" took 40 % of the default "medium"'s CPU
+# time per 640x512 frame (docs/deploy.md), CPU that the model needs while fusing a video.
+PRESET = "veryfast"
 
 
 class VideoError(ValueError):
@@ -260,7 +267,13 @@ class VideoSink:
         self.path, self.hw = path, hw
         self.even = (hw[0] + hw[0] % 2, hw[1] + hw[1] % 2)
         self.gen = _ffmpeg().write_frames(
-            path, (self.even[1], self.even[0]), fps=fps, quality=QUALITY, macro_block_size=1, ffmpeg_log_level="error"
+            path,
+            (self.even[1], self.even[0]),
+            fps=fps,
+            quality=QUALITY,
+            macro_block_size=1,
+            ffmpeg_log_level="error",
+            output_params=["-preset", PRESET],
         )
         with _quiet_fork():
             self.gen.send(None)
@@ -422,12 +435,19 @@ def fuse_video(
     else:
         model = f"given FuseParams, step {params.step}"
     options.check_tile(tile, overlap, params.arch.multiple)
-    from patchfuse_jax.fusing.api import fuse as fuse_fn
+    from patchfuse_jax.fusing.api import fuse_with, generator_fn
 
-    kwargs = dict(bn=bn, color=color, tile=tile, overlap=overlap, ir_norm=ir_norm, percentiles=tuple(percentiles))
-    kwargs["backend"] = options.resolve_backend(backend)
+    backend = options.resolve_backend(backend)
+    generator = generator_fn(params.arch, bn)
+    if backend == "onnxruntime":
+        from patchfuse_jax.fusing.onnx import generator_session
+
+        # its threads sleep between frames: the cores decode, convert and encode meanwhile
+        generator = generator_session(params, bn, spin=False)
+    fuse_fn = functools.partial(fuse_with, generator)
+    kwargs = dict(color=color, tile=tile, overlap=overlap, ir_norm=ir_norm, percentiles=tuple(percentiles))
     indices = list(range(start, start + len(plan.pairs)))
-    options.stderr(f"{options.PROG}: model: {model}; backend: {kwargs['backend']}")
+    options.stderr(f"{options.PROG}: model: {model}; backend: {backend}")
     options.stderr(
         f"{options.PROG}: {ir.describe()} + {vis.describe()} -> {out}: {len(indices)} frame pair(s) at {plan.fps:g} fps"
     )
@@ -449,8 +469,20 @@ def fuse_video(
             )
 
     bar = tqdm(total=len(indices) - len(skip), desc="fuse", unit="frame", file=sys.stderr, disable=not progress)
-    done = 0
-    stream = _paired(ir, vis, plan.pairs)
+    # Three stages overlap: decoding runs ahead in a thread (_Prefetch), the main thread fuses, a
+    # writer thread converts and encodes the previous batch; ONNX Runtime, numpy and the ffmpeg
+    # pipes release the GIL. At most one batch waits for the writer: memory stays bounded.
+    stream = _Prefetch(_paired(ir, vis, plan.pairs), depth=batch_size)
+    writer = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+    pending = None
+
+    def flush(batch) -> None:
+        nonlocal pending
+        y, irs, viss = _fuse_batch_frames(batch, fuse_fn, params, kwargs, warp, color)
+        if pending is not None:
+            pending.result()  # the previous batch is written (its errors raise here)
+        pending = writer.submit(_write_batch, batch, y, irs, viss, side_by_side, sink, video_out, bar)
+
     try:
         with _Interrupt() as stop:
             batch: list = []
@@ -460,31 +492,101 @@ def fuse_video(
                     continue
                 batch.append((index, a, b))
                 if len(batch) == batch_size or n == len(indices) - 1:
-                    done += _do_batch(batch, fuse_fn, params, kwargs, warp, color, side_by_side, sink, video_out)
-                    bar.update(len(batch))
+                    flush(batch)
                     batch = []
                     if stop.flag:
                         raise KeyboardInterrupt
             if batch:
-                done += _do_batch(batch, fuse_fn, params, kwargs, warp, color, side_by_side, sink, video_out)
-                bar.update(len(batch))
+                flush(batch)
+            if pending is not None:
+                pending.result()
     except KeyboardInterrupt:
+        _finish(pending)
         bar.close()
         sink.close()
         options.stderr(f"{options.PROG}: interrupted: {out} holds the {sink.written} frame(s) fused so far")
         raise
     except (VideoError, io.ImageError) as e:
+        _finish(pending)
         bar.close()
         sink.close()
         raise VideoError(f"{e}; stopped after {sink.written} frame(s) ({out} holds them)") from None
     finally:
+        _finish(pending)
+        writer.shutdown(wait=True)
         bar.close()
         stream.close()
     sink.close()
-    return {"out": out, "written": done, "skipped": len(skip), "fps": plan.fps, "model": model, "video": video_out}
+    return {
+        "out": out,
+        "written": sink.written,
+        "skipped": len(skip),
+        "fps": plan.fps,
+        "model": model,
+        "video": video_out,
+    }
 
 
-def _do_batch(batch, fuse_fn, params, kwargs, warp, color, side_by_side, sink, video_out) -> int:
+class _Prefetch:
+    """Iterates ``gen`` in a background thread, up to ``depth`` items ahead, so that decoding
+    overlaps fusing. Its exceptions are raised in the caller's thread, in order; ``close()``
+    stops the thread and closes ``gen`` there (a generator is closed by the thread running it)."""
+
+    def __init__(self, gen, depth: int):
+        self.queue: queue.Queue = queue.Queue(maxsize=max(1, depth))
+        self.stop, self.done = threading.Event(), False
+        self.thread = threading.Thread(target=self._run, args=(gen,), daemon=True)
+        self.thread.start()
+
+    def _run(self, gen) -> None:
+        try:
+            for item in gen:
+                if not self._put(("item", item)):
+                    return
+            self._put(("end", None))
+        except BaseException as e:  # noqa: BLE001 -- handed to the caller's thread
+            self._put(("error", e))
+        finally:
+            gen.close()
+
+    def _put(self, message) -> bool:
+        while not self.stop.is_set():
+            try:
+                self.queue.put(message, timeout=0.1)
+                return True
+            except queue.Full:
+                pass
+        return False
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self.done:
+            raise StopIteration
+        kind, value = self.queue.get()
+        if kind == "item":
+            return value
+        self.done = True
+        if kind == "error":
+            raise value
+        raise StopIteration
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
+def _finish(pending) -> None:
+    """Waits for the writer's batch in flight; its error is dropped when another one is raised."""
+    if pending is not None:
+        try:
+            pending.result()
+        except Exception:  # noqa: BLE001 -- already failing: the first error is the one reported
+            pass
+
+
+def _fuse_batch_frames(batch, fuse_fn, params, kwargs, warp, color):
     irs, viss = [], []
     for _, a, b in batch:
         irs.append(io.to_gray(a))
@@ -496,6 +598,10 @@ def _do_batch(batch, fuse_fn, params, kwargs, warp, color, side_by_side, sink, v
         y = _fuse_batch(fuse_fn, params, irs, viss, kwargs)
     for msg in dict.fromkeys(str(w.message) for w in caught):
         options.stderr(f"{options.PROG}: warning: frame {batch[0][0]}..{batch[-1][0]}: {msg}")
+    return y, irs, viss
+
+
+def _write_batch(batch, y, irs, viss, side_by_side, sink, video_out, bar) -> None:
     for k, (index, a, b) in enumerate(batch):
         frame = y[k]
         if side_by_side:
@@ -504,7 +610,7 @@ def _do_batch(batch, fuse_fn, params, kwargs, warp, color, side_by_side, sink, v
         elif video_out:
             frame = _to_rgb8(frame)
         sink.write(frame, index)
-    return len(batch)
+    bar.update(len(batch))
 
 
 def run(args: argparse.Namespace) -> None:
