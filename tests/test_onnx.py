@@ -147,10 +147,9 @@ def test_fuse_with_the_onnx_runtime_backend_equals_xla(bn):
     with pytest.raises(ValueError, match="backend='tpu': expected one of xla, onnxruntime"):
         fuse(params, ir, vis, backend="tpu")
     # the video path's session (threads sleep between runs) and fuse_with: the same result
+    from patchfuse_jax.fusing import onnx as onnx_export
     from patchfuse_jax.fusing.api import fuse_with
     from patchfuse_jax.fusing.onnx import generator_session
-
-    from patchfuse_jax.fusing import onnx as onnx_export
 
     sleeping = generator_session(params, bn, spin=False)
     assert {key[-1] for key in onnx_export._SESSIONS} == {True, False}  # two sessions, one per setting
