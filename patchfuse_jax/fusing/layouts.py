@@ -106,8 +106,8 @@ def normalize_ir(ir: np.ndarray, mode: str, percentiles=(1.0, 99.0)) -> np.ndarr
     return np.clip((ir - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
 
 
-# Colour conversion runs in blocks of rows of about this many pixels: the float32 temporaries
-# stay in cache (blocks of 64 rows of 1920 pixels ran 2x slower than 8-row blocks).
+# Colour conversion runs in blocks of rows of about this many pixels, so that the float32
+# temporaries stay in cache whatever the width (measured: docs/benchmarks.md).
 BLOCK_PIXELS = 2**14
 
 

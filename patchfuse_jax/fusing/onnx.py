@@ -192,9 +192,9 @@ class _Builder:
         """The outermost level with ``input_skip``: transposed conv -> ReLU -> concat with the
         input -> 3x3 conv (-> one channel), computed at half resolution on the four output phases
         (the input as ``SpaceToDepth``); only the one-channel result is interleaved to full size.
-        The same sums as the full-size graph in another order: the 16-channel full-size tensor
-        (its interleaving, concat and ReLU were over half of ONNX Runtime's time at 1080p) is
-        never formed. Full-size tap (dy, dx) of output phase (r, c) reads phase
+        The same sums as the full-size graph in another order, without forming the 16-channel
+        full-size tensor, whose interleaving, concat and ReLU dominated ONNX Runtime's profile
+        (docs/onnx.md). Full-size tap (dy, dx) of output phase (r, c) reads phase
         ((r + dy) % 2, (c + dx) % 2) at half-size offset ((r + dy) // 2, (c + dx) // 2)."""
         up, fin = self.module(up_name), self.module(conv_name)
         k, kf = up["kernel"], fin["kernel"]  # (4, 4, Cin, C), (3, 3, C + 2, 1)

@@ -45,8 +45,8 @@ from patchfuse_jax.fusing import options
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".mov", ".avi")
 DEFAULT_FPS = 25.0
 QUALITY = 7  # imageio-ffmpeg's 0..10 scale: libx264 -crf 15
-# libx264's speed preset: at the same -crf, "veryfast" took 40 % of the default "medium"'s CPU
-# time per 640x512 frame (docs/deploy.md), CPU that the model needs while fusing a video.
+# libx264's speed preset: at the same -crf, "veryfast" leaves more of the CPU to the model than
+# the default "medium" (measured: docs/deploy.md).
 PRESET = "veryfast"
 
 
