@@ -7,7 +7,8 @@ numbered frames) frame by frame into a video or a folder of frames, streamed.
 
 Videos are decoded and encoded by ffmpeg through ``imageio-ffmpeg`` (the ``[video]`` extra; it
 brings its own ffmpeg binary): frames are read and written one at a time through pipes, fused in
-batches of ``--batch_size`` (default 8), so memory holds a few frames whatever the length. The
+batches of ``--batch_size`` (default 8); decoding runs at most a batch ahead in one thread and
+encoding a batch behind in another, so memory holds about three batches whatever the length. The
 output keeps the input frame rate (H.264, yuv420p; an odd width/height is padded by one edge
 pixel, as yuv420p needs even sizes). A folder input (``--ir_video=DIR``) is its image files in
 natural order of their names (``frame_2`` before ``frame_10``), at ``--fps`` (default: the other
@@ -18,8 +19,8 @@ Pairing: both inputs must have the same frame count and rate (``--sync=strict``,
 checked before anything is fused: one line naming both files); ``--sync=drop`` pairs frames by
 timestamp: the output runs at the slower input's rate, each of its frames is paired with the
 nearest-in-time frame of the faster input, and the pairs end with the shorter input.
-Ctrl-C stops after the batch being fused, closes the writer (a playable file of the frames done)
-and exits with status 130.
+Ctrl-C stops after the batch being fused, waits for its frames to be written, closes the writer
+(a playable file of the frames done) and exits with status 130.
 """
 
 from __future__ import annotations
