@@ -61,6 +61,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from patchfuse_jax.fusing.api import fuse
+from patchfuse_jax.fusing.options import resolve_backend  # noqa: E402
 from patchfuse_jax.fusing.saved import make_fuse_params  # noqa: E402
 from patchfuse_jax.nn.convs import inference_compiler_options  # noqa: E402
 from patchfuse_jax.train.config import Config  # noqa: E402
@@ -260,15 +261,6 @@ def bench_train(name: str, spec: dict, args) -> dict:
     }
 
 
-def _has_onnxruntime() -> bool:
-    try:
-        import onnx  # noqa: F401
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def bench_eval(name: str, spec: dict, args) -> dict:
     cfg, state, tt, pg, pd = setup(name, spec)
     variables = {"params": state.g.params, "batch_stats": state.g.batch_stats}
@@ -303,7 +295,7 @@ def bench_eval(name: str, spec: dict, args) -> dict:
         # forward uses running statistics, the speed anchor either way)
         "ours_fuse_image": lambda: fuse(params, ir2, vis2, bn="image"),
     }
-    if _has_onnxruntime():  # the same fuse calls with the generator run by ONNX Runtime
+    if resolve_backend("auto") == "onnxruntime":  # installed: the same calls run by ONNX Runtime
         for bn in ("running", "image"):
             fuse(params, ir2, vis2, bn=bn, backend="onnxruntime")  # builds the session
             fns[f"ours_fuse_{bn}_ort"] = functools.partial(fuse, params, ir2, vis2, bn, backend="onnxruntime")

@@ -155,6 +155,16 @@ def compare(a, b, la: str, lb: str, std_note: bool = True) -> str:
     return text + "."
 
 
+def _machines(docs, platform: bool = False) -> list[str]:
+    """The distinct machines the runs trained on: "processor, N CPU cores[, platform]"."""
+    names = set()
+    for d in docs:
+        m = d["machine"]
+        name = f"{m.get('processor') or m.get('platform')}, {m.get('cpu_count')} CPU cores"
+        names.add(f"{name}, {m.get('platform')}" if platform else name)
+    return sorted(names)
+
+
 def _best_gamma(values: dict[str, dict]) -> dict[str, str]:
     return {m: max(values, key=lambda g: values[g][m][0]) for m in METRICS}
 
@@ -174,13 +184,7 @@ def render(runs: dict, extra: dict, rel_fig: str, expected=(), figures=()) -> st
     L += ["### Compute used", ""]
     if docs:
         mins = [d.get("minutes") or 0.0 for d in docs]
-        mach = sorted(
-            {
-                f"{d['machine'].get('processor') or d['machine'].get('platform')}, "
-                f"{d['machine'].get('cpu_count')} CPU cores, {d['machine'].get('platform')}"
-                for d in docs
-            }
-        )
+        mach = _machines(docs, platform=True)
         L += [
             f"- {len(docs)} finished run{'s' * (len(docs) != 1)}, {sum(d['final_step'] for d in docs)} training steps in all "
             f"({min(d['final_step'] for d in docs)}–{max(d['final_step'] for d in docs)} per run), "
@@ -623,13 +627,7 @@ def _pw_setting(docs, expected, runs) -> list[str]:
     ]
     if docs:
         mins = [d.get("minutes") or 0.0 for d in docs]
-        mach = sorted(
-            {
-                f"{d['machine'].get('processor') or d['machine'].get('platform')}, "
-                f"{d['machine'].get('cpu_count')} CPU cores"
-                for d in docs
-            }
-        )
+        mach = _machines(docs)
         out.append(
             f"- {len(docs)} finished run{'s' * (len(docs) != 1)}, {sum(mins):.0f} minutes of training "
             f"({min(mins):.1f}–{max(mins):.1f} per run, from the training logs; other work may have "

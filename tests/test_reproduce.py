@@ -209,34 +209,13 @@ def test_tno_table_maps_peer_files_through_the_manifest(tmp_path, capsys):
             rows.append(f"tno42,Renamed,x/tno42/Renamed/F{i}.png,x/tno/ir/0{i}.png,x/tno/vis/0{i}.png,r,")
     (tmp_path / "peers" / "MANIFEST.csv").write_text("\n".join(rows) + "\n")
     res = tmp_path / "results"
-    assert (
-        reproduce.main(
-            [
-                f"--tno_dir={tno}",
-                f"--peers_dir={peers}",
-                f"--results={res}",
-                "--only=tno",
-                f"--docs={tmp_path / 'R.md'}",
-            ]
-        )
-        == 0
-    )
+    argv = [f"--tno_dir={tno}", f"--peers_dir={peers}", f"--results={res}", "--only=tno", f"--docs={tmp_path / 'R.md'}"]
+    assert reproduce.main(argv) == 0
     doc = json.loads((res / "tno42.json").read_text())
     assert list(doc["methods"])[:3] == [reproduce.SHIPPED, "Named", "Renamed"] and "Average" in doc["methods"]
     assert doc["methods"]["Renamed"]["n_pairs"] == 2 and sorted(doc["methods"]["Renamed"]["per_image"]) == ["01", "02"]
     assert doc["methods"]["Named"]["n_pairs"] == 3 and "Renamed: 2 of 3 pairs" in doc["notes"][0]
     text = (tmp_path / "R.md").read_text()
     assert "### TNO (cross-dataset, 3 pairs" in text and "| Renamed | 2 |" in text
-    assert (
-        reproduce.main(
-            [
-                f"--tno_dir={tno}",
-                f"--peers_dir={peers}",
-                f"--results={res}",
-                "--only=tno",
-                f"--docs={tmp_path / 'R.md'}",
-            ]
-        )
-        == 0
-    )  # done: not evaluated again
+    assert reproduce.main(argv) == 0  # done: not evaluated again
     assert "tno: evaluated" in capsys.readouterr().out

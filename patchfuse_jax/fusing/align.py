@@ -105,6 +105,22 @@ def _source_coords(H: np.ndarray, out_hw: tuple[int, int]):
     return u, v, front
 
 
+def _inside(u: np.ndarray, v: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """Points ``(u, v)`` (x, y) within an ``hw`` image, where bilinear sampling is defined."""
+    h, w = hw
+    return (u >= -1e-6) & (u <= w - 1 + 1e-6) & (v >= -1e-6) & (v <= h - 1 + 1e-6)
+
+
+def _bilinear_taps(u: np.ndarray, v: np.ndarray, hw: tuple[int, int]):
+    """Bilinear sampling of an ``hw`` image at ``(u, v)`` (clamped to the image): the four
+    neighbours ``(i0, j0, i1, j1)`` and the fractions ``fu``, ``fv`` (float64)."""
+    h, w = hw
+    uc, vc = np.clip(u, 0, w - 1), np.clip(v, 0, h - 1)
+    j0 = np.minimum(np.floor(uc).astype(np.intp), max(w - 2, 0))
+    i0 = np.minimum(np.floor(vc).astype(np.intp), max(h - 2, 0))
+    return (i0, j0, np.minimum(i0 + 1, h - 1), np.minimum(j0 + 1, w - 1)), uc - j0, vc - i0
+
+
 class Warp:
     """The warp of ``vis_hw`` images onto the ``ir_hw`` grid by ``H`` (vis -> IR), computed once
     and applied to many frames (a fixed camera rig)."""
@@ -113,14 +129,9 @@ class Warp:
         self.H = _normalised(H)
         self.vis_hw, self.ir_hw = tuple(vis_hw), tuple(ir_hw)
         u, v, front = _source_coords(self.H, self.ir_hw)
-        h, w = self.vis_hw
-        self.valid = front & (u >= -1e-6) & (u <= w - 1 + 1e-6) & (v >= -1e-6) & (v <= h - 1 + 1e-6)
-        uc, vc = np.clip(u, 0, w - 1), np.clip(v, 0, h - 1)
-        j0 = np.minimum(np.floor(uc).astype(np.intp), max(w - 2, 0))
-        i0 = np.minimum(np.floor(vc).astype(np.intp), max(h - 2, 0))
-        self._idx = (i0, j0, np.minimum(i0 + 1, h - 1), np.minimum(j0 + 1, w - 1))
-        self._fu = (uc - j0).astype(np.float32)
-        self._fv = (vc - i0).astype(np.float32)
+        self.valid = front & _inside(u, v, self.vis_hw)
+        self._idx, fu, fv = _bilinear_taps(u, v, self.vis_hw)
+        self._fu, self._fv = fu.astype(np.float32), fv.astype(np.float32)
 
     def __call__(self, img: np.ndarray) -> np.ndarray:
         """``img (h, w)`` / ``(h, w, C)`` on the visible grid -> the same on the IR grid, same dtype
@@ -405,7 +416,6 @@ def _ecc(
     si = 1.0 / Ni[0, 0]
     Iy, Ix = np.gradient(I)
     IG = np.stack([Ix * si, Iy * si], axis=-1)  # gradients in normalised coordinates
-    hi, wi = I.shape
     step = max(1, int(np.sqrt(h * w / max_px)))
     yy, xx = np.mgrid[0:h:step, 0:w:step]
     xn = xx.ravel() * Nt[0, 0] + Nt[0, 2]
@@ -423,15 +433,11 @@ def _ecc(
         un = (P[0, 0] * xn + P[0, 1] * yn + P[0, 2]) / den
         vn = (P[1, 0] * xn + P[1, 1] * yn + P[1, 2]) / den
         ui, vi = (un - Ni[0, 2]) * si, (vn - Ni[1, 2]) * si
-        ok = front & (ui >= -1e-6) & (ui <= wi - 1 + 1e-6) & (vi >= -1e-6) & (vi <= hi - 1 + 1e-6)
+        ok = front & _inside(ui, vi, I.shape)
         rho = -np.inf
         if ok.sum() >= 50:
             # bilinear sampling inside the image (the gradients only when they are needed)
-            ui, vi = np.clip(ui[ok], 0, wi - 1), np.clip(vi[ok], 0, hi - 1)
-            j0 = np.minimum(ui.astype(np.intp), max(wi - 2, 0))
-            i0 = np.minimum(vi.astype(np.intp), max(hi - 2, 0))
-            fu, fv = ui - j0, vi - i0
-            i1, j1 = np.minimum(i0 + 1, hi - 1), np.minimum(j0 + 1, wi - 1)
+            (i0, j0, i1, j1), fu, fv = _bilinear_taps(ui[ok], vi[ok], I.shape)
             w00, w01, w10, w11 = (1 - fu) * (1 - fv), fu * (1 - fv), (1 - fu) * fv, fu * fv
             iw = I[i0, j0] * w00 + I[i0, j1] * w01 + I[i1, j0] * w10 + I[i1, j1] * w11
             t = tflat[ok]

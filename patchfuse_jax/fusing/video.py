@@ -513,8 +513,7 @@ def fuse_video(
         sink.close()
         raise VideoError(f"{e}; stopped after {sink.written} frame(s) ({out} holds them)") from None
     finally:
-        _finish(pending)
-        writer.shutdown(wait=True)
+        writer.shutdown(wait=True)  # waits for a batch still being written
         bar.close()
         stream.close()
     sink.close()
